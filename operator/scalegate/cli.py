@@ -34,6 +34,33 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import kopf
+
+    from . import handlers
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's login and ours read the same file
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json"
+                   else kopf.LogFormat.FULL)
+    logging.getLogger("scalegate").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    settings = handlers.OperatorSettings(
+        workers=args.workers, retention_seconds=args.retention, gc_interval_seconds=args.gc_interval,
+        metrics_port=args.metrics_port, kubeconfig=args.kubeconfig)
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=True,  # one replica; a second one would need kopf peering
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalegate",
@@ -47,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("action", choices=["up", "down", "env", "status"])
     dev.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (up)")
     dev.set_defaults(func=_dev_cluster)
+
+    op = sub.add_parser("operator", help="run the operator (applies approved proposals)",
+                        description="Watch ScalingProposals and apply approved ones within their "
+                                    "ScalingPolicy's bounds. Same as `kopf run -m scalegate.handlers`.")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", metavar="NS",
+                       help="watch only this namespace (repeatable; globs allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
+    op.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    op.add_argument("--workers", type=int, default=16, help="proposals reconciled at once (default 16)")
+    op.add_argument("--retention", type=float, default=7 * 86400, metavar="SECONDS",
+                    help="delete terminal proposals this long after they finished; 0 keeps them (default 7 days)")
+    op.add_argument("--gc-interval", type=float, default=3600, metavar="SECONDS",
+                    help="how often old terminal proposals are swept (default 3600)")
+    op.add_argument("--metrics-port", type=int, default=8000, help="port for /metrics; 0 disables (default 8000)")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                    help="liveness endpoint URL; empty disables (default http://0.0.0.0:8080/healthz)")
+    op.add_argument("--log-format", choices=["json", "plain"], default="plain", help="log format (default plain)")
+    op.add_argument("-v", "--verbose", action="store_true")
+    op.set_defaults(func=_operator)
 
     _register_optional(sub)
     return parser

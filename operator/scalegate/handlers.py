@@ -1,0 +1,177 @@
+"""kopf handlers of the operator: thin. Watch events feed a work queue; the reconciler
+decides. Run with `scalegate operator` or `kopf run -m scalegate.handlers`.
+
+Only event handlers are used, no state-persisting ones: kopf then writes no bookkeeping
+annotations and adds no finalizers to proposals, and terminal proposals keep no handler,
+daemon or timer alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass, field
+
+import kopf
+import kubernetes
+
+from . import metrics
+from .kube import Kube
+from .model import GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, Phase, parse_time
+from .reconciler import Reconciler
+from .workqueue import WorkQueue
+
+log = logging.getLogger("scalegate.operator")
+
+
+@dataclass
+class OperatorSettings:
+    """Operator settings, from flags (cli) or environment variables (kopf run)."""
+
+    workers: int = 16
+    """Proposals reconciled at once; each holds a thread while it talks to the API server."""
+    retention_seconds: float = 7 * 86400
+    """Terminal proposals older than this are deleted (0 keeps them forever)."""
+    gc_interval_seconds: float = 3600
+    """How often terminal proposals are swept for deletion."""
+    metrics_port: int = 8000
+    """Port for /metrics (0 disables)."""
+    kubeconfig: str | None = None
+    """Kubeconfig to use; None means in-cluster config, else the default kubeconfig."""
+
+    @classmethod
+    def from_env(cls) -> "OperatorSettings":
+        env = os.environ
+        return cls(
+            workers=int(env.get("SCALEGATE_WORKERS", cls.workers)),
+            retention_seconds=float(env.get("SCALEGATE_RETENTION_SECONDS", cls.retention_seconds)),
+            gc_interval_seconds=float(env.get("SCALEGATE_GC_INTERVAL_SECONDS", cls.gc_interval_seconds)),
+            metrics_port=int(env.get("SCALEGATE_METRICS_PORT", cls.metrics_port)),
+            kubeconfig=env.get("SCALEGATE_KUBECONFIG") or None,
+        )
+
+
+@dataclass
+class Runtime:
+    """Application objects, passed through kopf's memo."""
+
+    settings: OperatorSettings
+    reconciler: Reconciler
+    queue: WorkQueue
+    executor: concurrent.futures.ThreadPoolExecutor
+    by_policy: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)
+    gc_task: asyncio.Task | None = None
+
+
+def _api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
+    config = kubernetes.client.Configuration()
+    if kubeconfig:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    else:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+    config.connection_pool_maxsize = 64
+    return kubernetes.client.ApiClient(config)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    ours: OperatorSettings = getattr(memo, "settings", None) or OperatorSettings.from_env()
+    # Our own Events tell the story; kopf's per-handler events would only add noise.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270  # reconnect watches before load balancers cut them
+    settings.watching.client_timeout = 300
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
+    reconciler = Reconciler(Kube(_api_client(ours.kubeconfig)))
+    loop = asyncio.get_running_loop()
+
+    async def work(key) -> float | None:
+        namespace, name = key
+        return await loop.run_in_executor(executor, reconciler.reconcile, namespace, name)
+
+    queue = WorkQueue(work, concurrency=ours.workers)
+    queue.start()
+    runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor)
+    memo.runtime = runtime
+    metrics.serve(ours.metrics_port)
+    if ours.retention_seconds > 0:
+        runtime.gc_task = asyncio.create_task(_collect_garbage(runtime), name="scalegate-gc")
+    log.info("scalegate operator started: %d workers, retention %.0fs", ours.workers, ours.retention_seconds)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    if runtime.gc_task:
+        runtime.gc_task.cancel()
+    await runtime.queue.stop()
+    runtime.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _active(body) -> bool:
+    return (body.get("status") or {}).get("phase") not in Phase.TERMINAL
+
+
+@kopf.on.event(GROUP, VERSION, PROPOSAL_PLURAL)
+async def proposal_event(event, body, namespace, name, memo: kopf.Memo, **_) -> None:
+    runtime: Runtime = memo.runtime
+    key = (namespace, name)
+    policy = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
+    members = runtime.by_policy.setdefault((namespace, policy), set()) if policy else set()
+    if event.get("type") == "DELETED" or not _active(body):
+        runtime.queue.forget(key)
+        members.discard(key)
+        if policy and not members:
+            runtime.by_policy.pop((namespace, policy), None)
+    else:
+        members.add(key)
+        runtime.queue.add(key)
+    metrics.PROPOSALS_ACTIVE.set(sum(len(v) for v in runtime.by_policy.values()))
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+async def policy_event(namespace, name, memo: kopf.Memo, **_) -> None:
+    """A policy changed (resumed, bounds, cooldown): its waiting proposals decide again."""
+    runtime: Runtime = memo.runtime
+    for key in runtime.by_policy.get((namespace, name), ()):
+        runtime.queue.add(key)
+
+
+async def _collect_garbage(runtime: Runtime) -> None:
+    """Delete terminal proposals older than the retention, like CSRs are cleaned up."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(runtime.settings.gc_interval_seconds)
+        try:
+            deleted = await loop.run_in_executor(runtime.executor, collect_terminal_proposals,
+                                                 runtime.reconciler.kube, runtime.settings.retention_seconds)
+            if deleted:
+                log.info("deleted %d terminal proposals older than %.0fs", deleted, runtime.settings.retention_seconds)
+        except Exception as err:
+            log.warning("garbage collection of old proposals failed: %s", err)
+
+
+def collect_terminal_proposals(kube: Kube, retention_seconds: float, now: dt.datetime | None = None) -> int:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    deleted = 0
+    for item in kube.list_proposals():
+        status = item.get("status") or {}
+        if status.get("phase") not in Phase.TERMINAL:
+            continue
+        finished = parse_time(status.get("finishedAt")) or parse_time(item["metadata"].get("creationTimestamp"))
+        if finished and (now - finished).total_seconds() >= retention_seconds:
+            kube.delete_proposal(item["metadata"]["namespace"], item["metadata"]["name"], item["metadata"]["uid"])
+            metrics.PROPOSALS_COLLECTED.inc()
+            deleted += 1
+    return deleted

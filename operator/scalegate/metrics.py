@@ -1,0 +1,71 @@
+"""Prometheus metrics of both components, named by Prometheus conventions.
+
+One registry per process; each component exports it with `serve(port)`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# -- operator -------------------------------------------------------------------------
+PROPOSAL_OUTCOMES = Counter(
+    "scalegate_proposal_outcomes_total",
+    "Proposal state changes recorded by the operator, by phase and reason.",
+    ["namespace", "phase", "reason"], registry=REGISTRY)
+PROPOSALS_ACTIVE = Gauge(
+    "scalegate_proposals_active",
+    "Proposals the operator is currently tracking (Pending or Approved).",
+    registry=REGISTRY)
+APPROVAL_WAIT = Histogram(
+    "scalegate_approval_wait_seconds",
+    "Time from a proposal's creation until the operator saw it approved.",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 86400), registry=REGISTRY)
+APPLY_LATENCY = Histogram(
+    "scalegate_apply_latency_seconds",
+    "Time from the operator seeing an approval until the target was scaled.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
+RECONCILE_ERRORS = Counter(
+    "scalegate_reconcile_errors_total",
+    "Reconciles that failed on an API error and were retried, by kind of error.",
+    ["error"], registry=REGISTRY)
+PROPOSALS_COLLECTED = Counter(
+    "scalegate_proposals_garbage_collected_total",
+    "Terminal proposals deleted after the retention period.", registry=REGISTRY)
+
+# -- forecaster -----------------------------------------------------------------------
+FORECAST_DURATION = Histogram(
+    "scalegate_forecast_duration_seconds",
+    "Wall time of one policy's forecast (query, fit, calibration, sizing).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=REGISTRY)
+FORECAST_FAILURES = Counter(
+    "scalegate_forecast_failures_total",
+    "Forecast rounds that made no proposal because of doubt, by reason.",
+    ["namespace", "policy", "reason"], registry=REGISTRY)
+PROPOSALS_CREATED = Counter(
+    "scalegate_proposals_created_total",
+    "Proposals created (or written as manifests) by the forecaster.",
+    ["namespace", "policy"], registry=REGISTRY)
+FORECAST_REALISED_ERROR = Gauge(
+    "scalegate_forecast_realised_error_ratio",
+    "Realised error of the last checked forecast: (actual peak - predicted peak) / predicted peak.",
+    ["namespace", "policy"], registry=REGISTRY)
+FORECAST_BOUND_EXCEEDED = Counter(
+    "scalegate_forecast_upper_bound_exceeded_total",
+    "Checked forecasts whose actual peak exceeded the upper bound the replicas were sized for.",
+    ["namespace", "policy"], registry=REGISTRY)
+FORECAST_CHECKED = Counter(
+    "scalegate_forecast_checked_total",
+    "Past forecasts compared with what then happened.",
+    ["namespace", "policy"], registry=REGISTRY)
+LAST_SUCCESSFUL_ROUND = Gauge(
+    "scalegate_forecaster_last_successful_round_timestamp_seconds",
+    "Unix time when the forecaster last finished a round over all policies.",
+    registry=REGISTRY)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Expose /metrics on `port` (0 disables)."""
+    if port:
+        start_http_server(port, addr=address, registry=REGISTRY)
