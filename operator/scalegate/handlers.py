@@ -79,6 +79,23 @@ def _api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
+@kopf.on.login()
+def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
+    """Log kopf in with the same credentials the reconciler uses."""
+    settings: OperatorSettings = getattr(memo, "settings", None) or OperatorSettings.from_env()
+    if not settings.kubeconfig:
+        return kopf.login_via_client(memo=memo, logger=logger, **kwargs)
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=settings.kubeconfig, client_configuration=config)
+    token = (config.api_key or {}).get("authorization", "")
+    scheme, _, credentials = token.partition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+        certificate_path=config.cert_file, private_key_path=config.key_file,
+        scheme=scheme or None, token=credentials or None,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     ours: OperatorSettings = getattr(memo, "settings", None) or OperatorSettings.from_env()

@@ -1,0 +1,272 @@
+"""The operator against the real API server: every phase reached through the real API,
+with the operator running as its own ServiceAccount."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import kubernetes
+import pytest
+
+from harness import wait_for
+from operator_harness import Scenario, policy, proposal, wait_steady
+
+PROPOSALS, POLICIES = "scalingproposals", "scalingpolicies"
+
+
+@pytest.fixture(autouse=True)
+def _operator_running(operator):
+    yield
+    assert operator.proc.poll() is None, f"operator died:\n{operator.log()[-3000:]}"
+
+
+def test_approved_in_bounds_proposal_scales_and_leaves_receipts(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web", min_replicas=2, max_replicas=20, maxStepUp=5))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=9))
+    s.wait_phase("web-1", "Pending")
+    assert s.replicas("web") == 4
+
+    s.approve("web-1")
+    body = s.wait_phase("web-1", "Applied")
+    assert s.replicas("web") == 9
+    status = body["status"]
+    assert status["approvedBy"] == "alice"
+    assert status["previousReplicas"] == 4 and status["appliedReplicas"] == 9
+    assert status["appliedAt"] and "applying" not in status
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Applied"]["status"] == "True" and conditions["Applied"]["reason"] == "Applied"
+    assert conditions["Approved"]["status"] == "True" and "alice" in conditions["Approved"]["message"]
+    assert s.get_policy("web")["status"]["lastAppliedProposal"] == "web-1"
+
+    reasons = wait_for(lambda: {e.reason for e in s.events_for("ScalingProposal", "web-1")} >= {"Applied"}
+                       and {e.reason for e in s.events_for("ScalingProposal", "web-1")}, message="events")
+    assert {"AwaitingApproval", "Applied"} <= reasons
+    target_events = s.events_for("Deployment", "web")
+    assert any(e.reason == "ScaledByScalegate" and "approved by alice" in e.message for e in target_events)
+
+
+@pytest.mark.parametrize("replicas, extra, expected", [
+    (25, {}, "above maxReplicas 20"),
+    (1, {}, "below minReplicas 2"),
+    (12, {"maxStepUp": 5}, "exceeds maxStepUp 5"),
+], ids=["above-max", "below-min", "step-up"])
+def test_out_of_bounds_is_rejected_never_clamped(scenario: Scenario, replicas, extra, expected):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web", min_replicas=2, max_replicas=20, **extra))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=replicas))
+    s.approve("web-1")
+    status = s.wait_phase("web-1", "Rejected")["status"]
+    assert status["reason"] == "OutOfBounds" and expected in status["message"]
+    assert s.replicas("web") == 4
+
+
+def test_rejected_by_a_person(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    s.reject("web-1")
+    status = s.wait_phase("web-1", "Rejected")["status"]
+    assert status["reason"] == "RejectedByUser" and status["rejectedBy"] == "alice"
+    assert s.replicas("web") == 4
+
+
+def test_expires_on_time_without_approval(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6, valid_for=3))
+    s.wait_phase("web-1", "Pending")
+    status = s.wait_phase("web-1", "Expired", timeout=20)["status"]
+    assert status["reason"] == "Expired"
+    s.approve("web-1")  # too late: nothing happens
+    wait_steady(lambda: s.replicas("web") == 4 and s.get_proposal("web-1")["status"]["phase"] == "Expired")
+
+
+def test_newer_proposal_supersedes_older(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-old", "web", "web", current=4, replicas=6))
+    s.wait_phase("web-old", "Pending")
+    # creationTimestamp has one-second resolution: make "newer" unambiguous.
+    created = s.get_proposal("web-old")["metadata"]["creationTimestamp"]
+    wait_for(lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") > created,
+             message="the next second")
+    s.create(PROPOSALS, proposal("web-new", "web", "web", current=4, replicas=8))
+    s.approve("web-old")
+    status = s.wait_phase("web-old", "Superseded")["status"]
+    assert "web-new" in status["message"]
+    assert s.replicas("web") == 4
+    s.approve("web-new")
+    s.wait_phase("web-new", "Applied")
+    assert s.replicas("web") == 8
+
+
+def test_target_changed_since_forecast_is_stale(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=8))
+    s.cluster.apps().patch_namespaced_deployment_scale("web", s.namespace, {"spec": {"replicas": 5}})
+    s.approve("web-1")
+    status = s.wait_phase("web-1", "Stale")["status"]
+    assert status["reason"] == "TargetChanged" and "now has 5 replicas" in status["message"]
+    assert s.replicas("web") == 5
+
+
+def test_cooldown_waits_then_applies_on_time(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web", cooldownSeconds=4))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    s.approve("web-1")
+    s.wait_phase("web-1", "Applied")
+    s.create(PROPOSALS, proposal("web-2", "web", "web", current=6, replicas=7))
+    s.approve("web-2")
+    status = s.wait_phase("web-2", "Approved")["status"]
+    wait_for(lambda: s.get_proposal("web-2")["status"].get("reason") == "CooldownActive", message="cooldown")
+    assert s.replicas("web") == 6
+    s.wait_phase("web-2", "Applied", timeout=20)
+    assert s.replicas("web") == 7
+    del status
+
+
+def test_horizontal_pod_autoscaler_on_target_fails_the_proposal(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    kubernetes.client.AutoscalingV2Api(s.cluster.api_client()).create_namespaced_horizontal_pod_autoscaler(
+        s.namespace, {"metadata": {"name": "web-hpa"}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": 80}}}]}})
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    s.approve("web-1")
+    status = s.wait_phase("web-1", "Failed")["status"]
+    assert status["reason"] == "ConflictingAutoscaler" and "web-hpa" in status["message"]
+
+
+def test_missing_policy_and_missing_target_fail(scenario: Scenario):
+    s = scenario
+    s.create(PROPOSALS, proposal("orphan", "nopolicy", "web", current=4, replicas=6))
+    s.approve("orphan")
+    assert s.wait_phase("orphan", "Failed")["status"]["reason"] == "PolicyNotFound"
+
+    s.create(POLICIES, policy("ghost", "ghost"))
+    s.create(PROPOSALS, proposal("ghost-1", "ghost", "ghost", current=4, replicas=6))
+    s.approve("ghost-1")
+    assert s.wait_phase("ghost-1", "Failed")["status"]["reason"] == "TargetNotFound"
+
+
+def test_suspended_policy_holds_until_resumed(scenario: Scenario):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web", suspend=True))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    s.approve("web-1")
+    wait_for(lambda: s.get_proposal("web-1").get("status", {}).get("reason") == "PolicySuspended",
+             message="PolicySuspended")
+    assert s.replicas("web") == 4
+    s.custom.patch_namespaced_custom_object("scalegate.io", "v1alpha1", s.namespace, POLICIES, "web",
+                                            {"spec": {"suspend": False}})
+    s.wait_phase("web-1", "Applied")
+    assert s.replicas("web") == 6
+
+
+def test_statefulsets_scale_through_the_generic_scale_subresource(scenario: Scenario):
+    s = scenario
+    s.cluster.apps().create_namespaced_stateful_set(s.namespace, {
+        "metadata": {"name": "db"}, "spec": {
+            "replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                         "spec": {"containers": [{"name": "db", "image": "registry.invalid/db:1"}]}}}})
+    s.create(POLICIES, policy("db", "db", kind="StatefulSet"))
+    s.create(PROPOSALS, proposal("db-1", "db", "db", current=1, replicas=3, kind="StatefulSet"))
+    s.approve("db-1")
+    s.wait_phase("db-1", "Applied")
+    assert s.cluster.apps().read_namespaced_stateful_set_scale("db", s.namespace).spec.replicas == 3
+
+
+def test_approval_naming_a_user_without_approve_is_refused_by_the_operator(scenario: Scenario, cluster):
+    """Defence in depth: even where no admission policy checks approved-by, the operator's
+    SubjectAccessReview refuses an approver who does not hold `approve`."""
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    # bob holds no approve; written by the admin (system:masters passes any admission policy
+    # only if it allows; with the policy installed this write is denied, which is also a refusal).
+    try:
+        s.custom.patch_namespaced_custom_object("scalegate.io", "v1alpha1", s.namespace, PROPOSALS, "web-1", {
+            "metadata": {"annotations": {"scalegate.io/approved": "true", "scalegate.io/approved-by": "bob"}}})
+    except kubernetes.client.ApiException as err:
+        assert err.status in (403, 422)
+        pytest.skip("the admission policy is installed and refused the forged approval first")
+    status = s.wait_phase("web-1", "Rejected")["status"]
+    assert status["reason"] == "ApproverNotAuthorized" and "bob" in status["message"]
+    assert s.replicas("web") == 4
+
+
+def test_malformed_proposal_does_not_crash_the_operator(scenario: Scenario, operator):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    # A proposal whose validUntil the schema accepts but is in the past, next to a valid one.
+    past = proposal("old", "web", "web", current=4, replicas=6)
+    past["spec"]["validUntil"] = "2001-01-01T00:00:00Z"
+    s.create(PROPOSALS, past)
+    assert s.wait_phase("old", "Expired")["status"]["reason"] == "Expired"
+    assert operator.proc.poll() is None
+
+
+def test_interrupted_apply_that_had_written_is_recorded_not_repeated(scenario: Scenario, operator):
+    """An intent in status and the target already at the proposed replicas: the write
+    happened before a crash; the operator records Applied and does not scale again."""
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    body = proposal("web-1", "web", "web", current=4, replicas=6)
+    s.create(PROPOSALS, body)
+    s.wait_phase("web-1", "Pending")
+    operator.stop()
+    try:
+        s.approve("web-1")
+        scale = s.cluster.apps().patch_namespaced_deployment_scale("web", s.namespace, {"spec": {"replicas": 6}})
+        generation = s.cluster.apps().read_namespaced_deployment("web", s.namespace).metadata.generation
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        s.custom.patch_namespaced_custom_object_status("scalegate.io", "v1alpha1", s.namespace, PROPOSALS, "web-1", {
+            "status": {"phase": "Approved", "reason": "Applying", "message": "x", "applying": {
+                "replicas": 6, "previousReplicas": 4, "resourceVersion": "1", "startedAt": now}}})
+        del scale
+    finally:
+        operator.start()
+    status = s.wait_phase("web-1", "Applied")["status"]
+    assert status["previousReplicas"] == 4 and status["appliedReplicas"] == 6
+    assert s.cluster.apps().read_namespaced_deployment("web", s.namespace).metadata.generation == generation
+
+
+def test_interrupted_apply_that_had_not_written_applies_once(scenario: Scenario, operator):
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
+    s.wait_phase("web-1", "Pending")
+    operator.stop()
+    try:
+        s.approve("web-1")
+        generation = s.cluster.apps().read_namespaced_deployment("web", s.namespace).metadata.generation
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        s.custom.patch_namespaced_custom_object_status("scalegate.io", "v1alpha1", s.namespace, PROPOSALS, "web-1", {
+            "status": {"phase": "Approved", "reason": "Applying", "message": "x", "applying": {
+                "replicas": 6, "previousReplicas": 4, "resourceVersion": "1", "startedAt": now}}})
+    finally:
+        operator.start()
+    s.wait_phase("web-1", "Applied")
+    assert s.replicas("web") == 6
+    # Exactly one spec change: one scale write.
+    assert s.cluster.apps().read_namespaced_deployment("web", s.namespace).metadata.generation == generation + 1

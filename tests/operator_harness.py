@@ -1,0 +1,185 @@
+"""Run the real operator as a subprocess against the test cluster, the way users run it.
+
+Importable from tests as `operator_harness`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import Cluster, wait_for
+
+GROUP, VERSION = "scalegate.io", "v1alpha1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorProcess:
+    """`scalegate operator` in a subprocess; `kill()` is a SIGKILL, `stop()` a clean exit."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, namespaces: list[str] | None = None,
+                 extra_args: list[str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespaces = namespaces or []
+        self.extra_args = extra_args or []
+        self.metrics_port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "OperatorProcess":
+        args = [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(self.kubeconfig),
+                "--metrics-port", str(self.metrics_port), "--liveness", "", *self.extra_args]
+        for namespace in self.namespaces:
+            args += ["--namespace", namespace]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        log.close()
+        if wait:
+            wait_for(lambda: "scalegate operator started" in self.log() or self.proc.poll() is not None,
+                     timeout=60, message="the operator to start")
+            assert self.proc.poll() is None, f"operator exited:\n{self.log()[-3000:]}"
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# -- object builders ------------------------------------------------------------------
+def deployment(name: str, replicas: int) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": name, "image": "registry.invalid/app:1"}]}}},
+    }
+
+
+def policy(name: str, target: str, *, min_replicas: int = 1, max_replicas: int = 20, kind: str = "Deployment",
+           **extra) -> dict:
+    spec = {"targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
+            "minReplicas": min_replicas, "maxReplicas": max_replicas, "cooldownSeconds": 0}
+    spec.update(extra)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def proposal(name: str, policy_name: str, target: str, current: int, replicas: int, *,
+             valid_for: float = 3600, kind: str = "Deployment", annotations: dict | None = None,
+             labels: dict | None = None) -> dict:
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=valid_for)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal",
+        "metadata": {"name": name, "labels": {"scalegate.io/policy": policy_name, **(labels or {})},
+                     "annotations": annotations or {}},
+        "spec": {"policyRef": {"name": policy_name},
+                 "targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
+                 "currentReplicas": current, "replicas": replicas,
+                 "validUntil": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 "reason": f"test: {current} -> {replicas}"},
+    }
+
+
+class Scenario:
+    """Helpers bound to one namespace of the test cluster."""
+
+    def __init__(self, cluster: Cluster, namespace: str, approver: str = "alice"):
+        self.cluster = cluster
+        self.namespace = namespace
+        self.approver = approver
+        self.custom = cluster.custom()
+
+    def grant_approve(self, user: str | None = None) -> None:
+        user = user or self.approver
+        self.cluster.apply_yaml(f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: test-approver, namespace: {self.namespace}}}
+rules:
+- apiGroups: [scalegate.io]
+  resources: [scalingproposals]
+  verbs: [get, list, watch, patch, update, approve]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: test-approver-{user}, namespace: {self.namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: test-approver}}
+subjects: [{{kind: User, name: {user}, apiGroup: rbac.authorization.k8s.io}}]
+""")
+
+    def create(self, plural: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
+
+    def deploy(self, name: str, replicas: int) -> dict:
+        return self.cluster.apps().create_namespaced_deployment(self.namespace, deployment(name, replicas))
+
+    def replicas(self, name: str) -> int:
+        return self.cluster.apps().read_namespaced_deployment_scale(name, self.namespace).spec.replicas
+
+    def get_proposal(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "scalingproposals", name)
+
+    def get_policy(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "scalingpolicies", name)
+
+    def approve(self, name: str, user: str | None = None, approved_by: str | None = None) -> dict:
+        user = user or self.approver
+        return self.cluster.custom(user=user).patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "scalingproposals", name,
+            {"metadata": {"annotations": {"scalegate.io/approved": "true",
+                                          "scalegate.io/approved-by": approved_by or user}}})
+
+    def reject(self, name: str, user: str | None = None) -> dict:
+        user = user or self.approver
+        return self.cluster.custom(user=user).patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "scalingproposals", name,
+            {"metadata": {"annotations": {"scalegate.io/rejected": "true", "scalegate.io/rejected-by": user}}})
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 30) -> dict:
+        def reached():
+            body = self.get_proposal(name)
+            return body if (body.get("status") or {}).get("phase") == phase else None
+        try:
+            return wait_for(reached, timeout=timeout, interval=0.1, message=f"proposal {name} to be {phase}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\nstatus now: {self.get_proposal(name).get('status')}") from None
+
+    def events_for(self, kind: str, name: str) -> list:
+        events = self.cluster.core().list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}").items
+        return events
+
+
+def wait_steady(check, duration: float = 1.5, interval: float = 0.1) -> None:
+    """Assert `check()` stays true for `duration` seconds (for 'nothing happens' claims)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        assert check()
+        time.sleep(interval)
