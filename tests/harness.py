@@ -19,7 +19,7 @@ from typing import Any, Callable
 import kubernetes
 import yaml
 
-from scalegate.devcluster import DevCluster
+from scalegate.devcluster import DevCluster, kubectl_path
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
@@ -76,7 +76,7 @@ class Cluster:
     # -- kubectl -----------------------------------------------------------------------
     def kubectl(self, *args: str, user: str | None = None, input: str | None = None,
                 check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        cmd = ["kubectl", f"--kubeconfig={self.kubeconfig}"]
+        cmd = [kubectl_path(), f"--kubeconfig={self.kubeconfig}"]
         if user:
             cmd.append(f"--as={user}")
         cmd += list(args)

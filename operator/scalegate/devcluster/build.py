@@ -32,6 +32,7 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
+    kubectl: Path
 
 
 def default_cache_dir() -> Path:
@@ -134,15 +135,22 @@ def _kube_ldflags(version: str) -> str:
     ])
 
 
-def build_kubernetes(cache_dir: Path, log: Log, version: str = KUBERNETES_VERSION) -> tuple[Path, Path]:
-    """kube-apiserver and kube-controller-manager for `version`, built once and cached."""
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
+
+
+def kubernetes_binary(cache_dir: Path, command: str, version: str = KUBERNETES_VERSION) -> Path:
+    return cache_dir / "bin" / f"{command}-{version}"
+
+
+def build_kubernetes(cache_dir: Path, log: Log, version: str = KUBERNETES_VERSION) -> dict[str, Path]:
+    """kube-apiserver, kube-controller-manager and a matching kubectl for `version`,
+    built once and cached."""
     bin_dir = cache_dir / "bin"
-    apiserver = bin_dir / f"kube-apiserver-{version}"
-    controller_manager = bin_dir / f"kube-controller-manager-{version}"
-    wanted = [(apiserver, "cmd/kube-apiserver"), (controller_manager, "cmd/kube-controller-manager")]
+    wanted = [(kubernetes_binary(cache_dir, cmd, version), f"cmd/{cmd}") for cmd in KUBERNETES_COMMANDS]
+    built = {Path(cmd).name: path for path, cmd in wanted}
     missing = [(path, cmd) for path, cmd in wanted if not _binary_reports(path, version)]
     if not missing:
-        return apiserver, controller_manager
+        return built
 
     go = _require_go()
     workdir = cache_dir / "build" / f"kubernetes-{version}"
@@ -170,7 +178,7 @@ def build_kubernetes(cache_dir: Path, log: Log, version: str = KUBERNETES_VERSIO
             workdir, log_file, f"compiling {Path(cmd).name} {version}", log,
         )
         tmp.replace(path)  # atomic: a killed build never leaves a half-written binary
-    return apiserver, controller_manager
+    return built
 
 
 def build_etcd(cache_dir: Path, log: Log, version: str = ETCD_VERSION) -> Path:
@@ -202,5 +210,14 @@ def build_etcd(cache_dir: Path, log: Log, version: str = ETCD_VERSION) -> Path:
 def ensure_binaries(cache_dir: Path | None = None, log: Log = print) -> Binaries:
     cache_dir = cache_dir or default_cache_dir()
     etcd = build_etcd(cache_dir, log)
-    apiserver, controller_manager = build_kubernetes(cache_dir, log)
-    return Binaries(etcd=etcd, kube_apiserver=apiserver, kube_controller_manager=controller_manager)
+    kube = build_kubernetes(cache_dir, log)
+    return Binaries(etcd=etcd, kube_apiserver=kube["kube-apiserver"],
+                    kube_controller_manager=kube["kube-controller-manager"], kubectl=kube["kubectl"])
+
+
+def kubectl_path(cache_dir: Path | None = None) -> str:
+    """The kubectl built with the control plane (matching its version), else the one on PATH."""
+    built = kubernetes_binary(cache_dir or default_cache_dir(), "kubectl")
+    if built.exists():
+        return str(built)
+    return shutil.which("kubectl") or "kubectl"

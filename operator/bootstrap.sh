@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: installs what scalegate needs, then runs it.
+#   bash operator/bootstrap.sh demo    # the whole loop on a local control plane
+#   bash operator/bootstrap.sh test    # the whole test suite (extra args go to pytest)
+#   bash operator/bootstrap.sh setup   # only install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action="${1:-setup}"; shift || true
+
+install_system_packages() {
+  local missing=()
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "scalegate needs: ${missing[*]} (Debian packages); install them or run as root" >&2
+      exit 1
+    fi
+    echo "== installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package may start a system Prometheus; scalegate starts its own on free ports.
+    (systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true)
+  fi
+  command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed once, to build the local control plane" >&2; exit 1; }
+}
+
+install_python() {
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import scalegate, pytest, hypothesis" >/dev/null 2>&1; then
+    echo "== creating .venv and installing scalegate with its test extras"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+  fi
+}
+
+install_system_packages
+install_python
+case "$action" in
+  setup) ;;
+  demo) exec .venv/bin/scalegate demo "$@" ;;
+  test)
+    # Build the control plane first, with progress, so the tests do not look hung.
+    .venv/bin/python -c "from scalegate.devcluster import ensure_binaries; ensure_binaries()"
+    exec .venv/bin/python -m pytest "$@" ;;
+  *) echo "usage: bash operator/bootstrap.sh [setup|demo|test] [args]" >&2; exit 2 ;;
+esac
