@@ -61,6 +61,80 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kube(kubeconfig: str | None):
+    from .handlers import _api_client
+    from .kube import Kube
+
+    return Kube(_api_client(kubeconfig), component="scalegate-forecaster")
+
+
+def _prometheus(args: argparse.Namespace):
+    from .forecast.prometheus import PrometheusSettings, PrometheusSource
+
+    token = None
+    if args.prometheus_token_file:
+        with open(args.prometheus_token_file) as fh:
+            token = fh.read().strip()
+    return PrometheusSource(PrometheusSettings(
+        url=args.prometheus_url, bearer_token=token, ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure, timeout_seconds=args.prometheus_timeout))
+
+
+def _forecast_once(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from .forecaster import Forecaster
+
+    namespace, _, name = args.policy.rpartition("/")
+    namespace = namespace or args.namespace or "default"
+    kube = _kube(args.kubeconfig)
+    body = kube.get_policy(namespace, name)
+    if body is None:
+        print(f"error: ScalingPolicy {namespace}/{name} not found", file=sys.stderr)
+        return 1
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    forecaster = Forecaster(kube=kube, source=_prometheus(args), output=args.output, output_dir=output_dir)
+    result = forecaster.run_policy(body)
+    if args.output == "yaml" and result.proposal is not None:
+        if output_dir is None:
+            print(yaml.safe_dump(result.proposal, sort_keys=False), end="")
+        else:
+            print(f"wrote {output_dir / namespace / (result.proposal['metadata']['name'] + '.yaml')}",
+                  file=sys.stderr)
+    print(f"{namespace}/{name}: {result.outcome} ({result.reason}): {result.message}", file=sys.stderr)
+    return 0 if result.outcome in ("proposed", "unchanged", "skipped") else 2
+
+
+def _forecaster_loop(args: argparse.Namespace) -> int:
+    import logging
+
+    from . import metrics
+    from .forecaster import Forecaster, default_pool, run_forever
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s [%(levelname)s] %(message)s")
+    metrics.serve(args.metrics_port)
+    forecaster = Forecaster(kube=_kube(args.kubeconfig), source=_prometheus(args), pool=default_pool())
+    logging.getLogger("scalegate.forecaster").info(
+        "forecaster started as %s; Prometheus at %s", forecaster.identity, args.prometheus_url)
+    run_forever(forecaster, args.namespace)
+    return 0
+
+
+def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
+    import os
+
+    parser.add_argument("--prometheus-url", default=os.environ.get("SCALEGATE_PROMETHEUS_URL", "http://localhost:9090"),
+                        help="Prometheus base URL (default $SCALEGATE_PROMETHEUS_URL or http://localhost:9090)")
+    parser.add_argument("--prometheus-token-file", help="file with a bearer token for Prometheus")
+    parser.add_argument("--prometheus-ca-file", help="CA bundle to verify Prometheus' certificate")
+    parser.add_argument("--prometheus-insecure", action="store_true", help="do not verify TLS (testing only)")
+    parser.add_argument("--prometheus-timeout", type=float, default=30.0, help="seconds per query (default 30)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalegate",
@@ -94,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--log-format", choices=["json", "plain"], default="plain", help="log format (default plain)")
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(func=_operator)
+
+    fc = sub.add_parser("forecast", help="one forecast round for one policy",
+                        description="Forecast one ScalingPolicy's load and propose (or print) a change.")
+    fc.add_argument("policy", metavar="[NAMESPACE/]POLICY")
+    fc.add_argument("--once", action="store_true", help="one round (the only mode; kept for clarity)")
+    fc.add_argument("-n", "--namespace", help="namespace of the policy (default: from NAMESPACE/POLICY, else default)")
+    fc.add_argument("--output", choices=["create", "yaml"], default="create",
+                    help="create the proposal in the cluster (default) or write it as YAML for GitOps")
+    fc.add_argument("--output-dir", help="with --output yaml: write NAMESPACE/NAME.yaml files here instead of stdout")
+    _add_prometheus_flags(fc)
+    fc.set_defaults(func=_forecast_once)
+
+    fl = sub.add_parser("forecaster", help="run the forecaster loop (every policy on its interval)")
+    fl.add_argument("-n", "--namespace", help="only policies in this namespace (default: all)")
+    fl.add_argument("--metrics-port", type=int, default=8001, help="port for /metrics; 0 disables (default 8001)")
+    fl.add_argument("-v", "--verbose", action="store_true")
+    _add_prometheus_flags(fl)
+    fl.set_defaults(func=_forecaster_loop)
 
     _register_optional(sub)
     return parser

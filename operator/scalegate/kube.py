@@ -151,6 +151,22 @@ class Kube:
         except NotFound:
             return None
 
+    def list_policies(self, namespace: str | None = None) -> list[dict]:
+        return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL)).get("items", [])
+
+    def create_proposal(self, namespace: str, body: dict) -> dict:
+        """Create a proposal; AlreadyExists (same name, i.e. same decision) is NotFound's
+        opposite and reported as Conflict."""
+        return self._raw(f"create proposal {namespace}/{body['metadata'].get('name')}", "POST",
+                         self._custom_path(namespace, PROPOSAL_PLURAL), body)
+
+    def whoami(self) -> str:
+        """This client's user name, as the API server authenticated it (SelfSubjectReview)."""
+        review = self._raw("review own identity", "POST",
+                           "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                           {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        return review["status"]["userInfo"]["username"]
+
     def patch_proposal_status(self, namespace: str, name: str, status: dict,
                               resource_version: str | None = None) -> dict:
         """Merge-patch the proposal's status; with `resource_version`, only if unchanged."""

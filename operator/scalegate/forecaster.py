@@ -1,0 +1,318 @@
+"""The forecaster: for each ScalingPolicy, read its load from Prometheus, forecast it,
+size replicas for the upper bound, and propose the change with its evidence.
+
+Fails closed: on any doubt (no data, too little, too uncertain, fit failed) it makes no
+proposal and says why on the policy (ForecastReady=False), in a metric and in the log.
+The pure parts (planning, building the proposal, checking past forecasts) are plain
+functions; I/O goes through `Kube` and `PrometheusSource`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import metrics
+from .conditions import set_condition
+from .forecast import Forecast, forecast_series
+from .forecast.series import ForecastError
+from .forecast.sizing import Sizing, size_replicas
+from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
+from .model import (API_VERSION, POLICY_KIND, POLICY_LABEL, PROPOSAL_KIND, PROPOSED_BY, InvalidObject, Policy,
+                    format_time)
+
+log = logging.getLogger("scalegate.forecaster")
+
+READY = "ForecastReady"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one forecast round decided for one policy."""
+
+    forecast: Forecast
+    sizing: Sizing
+
+
+@dataclass
+class RoundResult:
+    namespace: str
+    policy: str
+    outcome: str  # "proposed" | "unchanged" | "failed" | "skipped"
+    reason: str
+    message: str
+    proposal: dict | None = None
+    seconds: float = 0.0
+
+
+# -- pure ----------------------------------------------------------------------------
+def plan(series, policy: Policy, current_replicas: int, now: dt.datetime) -> Plan:
+    """Forecast `series` over the policy's horizon and size replicas for the upper bound.
+    Pure and picklable, so it can run in a worker process. Raises ForecastError."""
+    spec = policy.forecast
+    assert spec is not None
+    forecast = forecast_series(series, horizon_seconds=spec.horizon_seconds, confidence=spec.confidence, now=now)
+    sizing = size_replicas(
+        forecast.upper_bound, spec.capacity_per_replica, current_replicas,
+        min_replicas=policy.min_replicas, max_replicas=policy.max_replicas,
+        max_step_up=policy.max_step_up, max_step_down=policy.max_step_down,
+        confidence=spec.confidence, peak_time=forecast.peak_time)
+    return Plan(forecast=forecast, sizing=sizing)
+
+
+def proposal_name(policy: str, now: dt.datetime) -> str:
+    """One name per policy and minute: re-running a round cannot propose twice."""
+    stamp = now.astimezone(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    return f"{policy[:253 - len(stamp) - 1]}-{stamp}"
+
+
+def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.datetime) -> dict:
+    """The ScalingProposal manifest: the change, its evidence, and who proposed it."""
+    spec = policy.forecast
+    forecast, sizing = planned.forecast, planned.sizing
+    return {
+        "apiVersion": API_VERSION,
+        "kind": PROPOSAL_KIND,
+        "metadata": {
+            "name": proposal_name(policy.name, now),
+            "namespace": policy.namespace,
+            "labels": {POLICY_LABEL: policy.name, "app.kubernetes.io/managed-by": "scalegate"},
+            "annotations": {PROPOSED_BY: proposed_by},
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": policy.name,
+                                 "uid": policy.uid}] if policy.uid else [],
+        },
+        "spec": {
+            "policyRef": {"name": policy.name},
+            "targetRef": policy.target.to_dict(),
+            "currentReplicas": sizing.current_replicas,
+            "replicas": sizing.replicas,
+            "validUntil": format_time(now + dt.timedelta(seconds=policy.proposal_ttl_seconds)),
+            "reason": sizing.reason,
+            "forecast": {
+                "model": forecast.model,
+                "query": spec.query,
+                "window": {"start": format_time(forecast.window_start), "end": format_time(forecast.window_end),
+                           "points": int(forecast.points)},
+                "horizonSeconds": int(forecast.horizon_seconds),
+                "resolutionSeconds": int(forecast.resolution_seconds),
+                "predictedPeak": _num(forecast.predicted_peak),
+                "peakTime": format_time(forecast.peak_time),
+                "upperBound": _num(forecast.upper_bound),
+                "lowerBound": _num(forecast.lower_bound),
+                "confidence": float(forecast.confidence),
+                "coverage": _num(forecast.coverage),
+                "capacityPerReplica": float(spec.capacity_per_replica),
+                "backtestError": {"metric": forecast.backtest_metric, "value": _num(forecast.backtest_error)},
+            },
+        },
+    }
+
+
+def _num(value: float) -> float:
+    return round(float(value), 6)
+
+
+def check_past_forecast(previous: Forecast, series) -> tuple[float, bool] | None:
+    """(relative error of the predicted peak, whether the upper bound was exceeded) once
+    the horizon of `previous` has fully passed in `series`; None before that."""
+    start = previous.window_end
+    end = start + dt.timedelta(seconds=previous.horizon_seconds)
+    if len(series) == 0 or series.index[-1] < end:
+        return None
+    actual = series[(series.index > start) & (series.index <= end)]
+    if actual.empty:
+        return None
+    peak = float(actual.max())
+    scale = max(abs(previous.predicted_peak), 1e-9)
+    return (peak - previous.predicted_peak) / scale, peak > previous.upper_bound
+
+
+# -- the round -------------------------------------------------------------------------
+@dataclass
+class Forecaster:
+    kube: Kube
+    source: Any  # PrometheusSource: .fetch(query, lookback_seconds=, step_seconds=)
+    output: str = "create"  # "create" in the cluster, or "yaml": manifests for a GitOps repository
+    output_dir: Path | None = None  # with "yaml": where to write them (else only returned)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    pool: concurrent.futures.Executor | None = None
+    _identity: str | None = None
+    _previous: dict[tuple[str, str], Forecast] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = self.kube.whoami()
+        return self._identity
+
+    def run_policy(self, body: dict) -> RoundResult:
+        started = time.monotonic()
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        try:
+            policy = Policy.parse(body)
+        except InvalidObject as err:
+            return self._fail(body, namespace, name, "InvalidPolicy", f"policy cannot be forecast: {err}", started)
+        if policy.forecast is None:
+            return RoundResult(namespace, name, "skipped", "NoForecast", "policy has no spec.forecast")
+        if policy.suspend:
+            return RoundResult(namespace, name, "skipped", "Suspended", "policy is suspended")
+        now = self.clock()
+        spec = policy.forecast
+        try:
+            series = self.source.fetch(spec.query, lookback_seconds=spec.lookback_seconds,
+                                       step_seconds=spec.step_seconds, end=now)
+            self._check_previous(policy, series)
+            current = self.kube.get_scale(namespace, policy.target).replicas
+            if self.pool is not None:
+                planned = self.pool.submit(plan, series, policy, current, now).result()
+            else:
+                planned = plan(series, policy, current, now)
+        except ForecastError as err:
+            return self._fail(body, namespace, name, err.reason, err.message, started)
+        except (NotFound, NoScaleSubresource) as err:
+            return self._fail(body, namespace, name, "TargetUnavailable",
+                              f"cannot read the replicas of {policy.target.describe()}: {err}", started)
+        except Exception as err:  # a model that blows up must not propose, nor stop the loop
+            if isinstance(err, KubeError):
+                raise
+            log.exception("forecast of %s/%s failed", namespace, name)
+            return self._fail(body, namespace, name, "FitFailed", f"{type(err).__name__}: {err}", started)
+
+        self._previous[(namespace, name)] = planned.forecast
+        elapsed = time.monotonic() - started
+        metrics.FORECAST_DURATION.observe(elapsed)
+        if not planned.sizing.changes:
+            message = f"no change: {planned.sizing.reason}"
+            self._set_ready(body, True, "NoChange", message, now)
+            return RoundResult(namespace, name, "unchanged", "NoChange", message, seconds=elapsed)
+
+        proposal = build_proposal(policy, planned, self.identity, now)
+        if self.output == "yaml":
+            if self.output_dir is not None:
+                self._write_manifest(proposal)
+        else:
+            try:
+                self.kube.create_proposal(namespace, proposal)
+            except Conflict:
+                log.info("proposal %s/%s already exists; not proposing twice", namespace, proposal["metadata"]["name"])
+        metrics.PROPOSALS_CREATED.labels(namespace, name).inc()
+        message = f"proposed {proposal['metadata']['name']}: {planned.sizing.reason}"
+        self._set_ready(body, True, "Proposed", message, now, last_proposal=proposal["metadata"]["name"])
+        log.info("%s/%s: %s", namespace, name, message)
+        return RoundResult(namespace, name, "proposed", "Proposed", message, proposal=proposal, seconds=elapsed)
+
+    def _check_previous(self, policy: Policy, series) -> None:
+        previous = self._previous.get((policy.namespace, policy.name))
+        if previous is None:
+            return
+        checked = check_past_forecast(previous, series)
+        if checked is None:
+            return
+        error, exceeded = checked
+        labels = (policy.namespace, policy.name)
+        metrics.FORECAST_REALISED_ERROR.labels(*labels).set(error)
+        metrics.FORECAST_CHECKED.labels(*labels).inc()
+        if exceeded:
+            metrics.FORECAST_BOUND_EXCEEDED.labels(*labels).inc()
+        del self._previous[(policy.namespace, policy.name)]
+
+    def _fail(self, body: dict, namespace: str, name: str, reason: str, message: str, started: float) -> RoundResult:
+        metrics.FORECAST_FAILURES.labels(namespace, name, reason).inc()
+        log.warning("%s/%s: no proposal (%s): %s", namespace, name, reason, message)
+        self._set_ready(body, False, reason, message, self.clock())
+        return RoundResult(namespace, name, "failed", reason, message, seconds=time.monotonic() - started)
+
+    def _set_ready(self, body: dict, ready: bool, reason: str, message: str, now: dt.datetime,
+                   last_proposal: str | None = None) -> None:
+        if self.output == "yaml":
+            return  # GitOps mode writes manifests only
+        meta = body.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        status: dict[str, Any] = {
+            "conditions": set_condition((body.get("status") or {}).get("conditions"), READY, ready, reason,
+                                        message, generation, now),
+            "lastForecastTime": format_time(now),
+            "observedGeneration": generation,
+        }
+        if last_proposal:
+            status["lastProposal"] = last_proposal
+        try:
+            self.kube.patch_policy_status(meta.get("namespace", ""), meta.get("name", ""), status)
+        except (NotFound, KubeError) as err:
+            log.warning("could not record ForecastReady on %s/%s: %s", meta.get("namespace"), meta.get("name"), err)
+
+    def _write_manifest(self, proposal: dict) -> Path:
+        meta = proposal["metadata"]
+        directory = self.output_dir / meta["namespace"]
+        directory.mkdir(parents=True, exist_ok=True)
+        clean = dict(proposal)
+        clean["metadata"] = {k: v for k, v in meta.items() if k != "ownerReferences"}
+        path = directory / f"{meta['name']}.yaml"
+        path.write_text(yaml.safe_dump(clean, sort_keys=False))
+        return path
+
+    # -- many policies -----------------------------------------------------------------
+    def run_round(self, policies: list[dict], threads: int = 8) -> list[RoundResult]:
+        """Every policy once; one bad policy never stops the others."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="forecast") as io_pool:
+            futures = {io_pool.submit(self.run_policy, body): body for body in policies}
+            results = []
+            for future in concurrent.futures.as_completed(futures):
+                body = futures[future]
+                meta = body.get("metadata") or {}
+                try:
+                    results.append(future.result())
+                except Exception as err:
+                    log.warning("forecast round for %s/%s failed: %s", meta.get("namespace"), meta.get("name"), err)
+                    results.append(RoundResult(meta.get("namespace", ""), meta.get("name", ""), "failed",
+                                               "MetricsUnavailable" if not isinstance(err, KubeError) else "ApiError",
+                                               str(err)))
+        metrics.LAST_SUCCESSFUL_ROUND.set(time.time())
+        return results
+
+
+def interval_of(body: dict, default: float = 900.0) -> float:
+    forecast = ((body.get("spec") or {}).get("forecast") or {})
+    value = forecast.get("intervalSeconds", default)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else default
+
+
+def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0,
+                stop: Callable[[], bool] = lambda: False) -> None:
+    """Every policy on its own interval (spec.forecast.intervalSeconds)."""
+    due: dict[tuple[str, str], float] = {}
+    while not stop():
+        try:
+            policies = forecaster.kube.list_policies(namespace)
+        except KubeError as err:
+            log.warning("cannot list policies: %s", err)
+            time.sleep(tick)
+            continue
+        now = time.monotonic()
+        ready = [p for p in policies if due.get(_key(p), 0.0) <= now]
+        if ready:
+            for result in forecaster.run_round(ready):
+                log.debug("%s/%s: %s (%s)", result.namespace, result.policy, result.outcome, result.reason)
+            finished = time.monotonic()
+            for body in ready:
+                due[_key(body)] = finished + interval_of(body)
+        time.sleep(tick)
+
+
+def _key(body: dict) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
+def default_pool() -> concurrent.futures.Executor:
+    """Fits are CPU-bound: one worker process per core."""
+    return concurrent.futures.ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1))
