@@ -87,8 +87,10 @@ def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(memo=memo, logger=logger, **kwargs)
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=settings.kubeconfig, client_configuration=config)
-    token = (config.api_key or {}).get("authorization", "")
-    scheme, _, credentials = token.partition(" ")
+    keys = config.api_key or {}
+    # The client has stored it under either name across versions, with or without "Bearer ".
+    token = keys.get("BearerToken") or keys.get("authorization") or ""
+    scheme, _, credentials = token.partition(" ") if " " in token else ("Bearer", "", token)
     return kopf.ConnectionInfo(
         server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
         certificate_path=config.cert_file, private_key_path=config.key_file,

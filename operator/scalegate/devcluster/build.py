@@ -96,8 +96,11 @@ def _run_with_progress(cmd: list[str], cwd: Path, log_file: Path, what: str, log
 
 
 def _binary_reports(binary: Path, expected: str) -> bool:
+    if not binary.exists():
+        return False
+    args = ["version", "--client"] if binary.name.startswith("kubectl") else ["--version"]
     try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return expected.lstrip("v") in (out.stdout + out.stderr)
