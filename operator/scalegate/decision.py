@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable
 
-from .model import Phase, Policy, Proposal, TargetRef
+from .model import Phase, Policy, Proposal, TargetRef, format_time
 
 
 class Reason:
@@ -60,7 +60,7 @@ def check_expiry_rejection_supersession(proposal: Proposal, now: dt.datetime,
     """Check 1: not expired, not rejected, not superseded by a newer proposal."""
     if now >= proposal.valid_until:
         return Outcome(Phase.EXPIRED, Reason.EXPIRED,
-                       f"expired at {proposal.valid_until:%Y-%m-%dT%H:%M:%SZ} before it was applied; "
+                       f"expired at {format_time(proposal.valid_until)} before it was applied; "
                        "a new forecast will propose again if still needed")
     decision = proposal.decision
     if decision.rejected:
@@ -94,7 +94,7 @@ def check_approval(proposal: Proposal, now: dt.datetime) -> Outcome | None:
                        "both approved and rejected; nothing was applied")
     if not decision.approved:
         return Outcome(Phase.PENDING, Reason.AWAITING_APPROVAL,
-                       f"waiting for approval until {proposal.valid_until:%Y-%m-%dT%H:%M:%SZ}: "
+                       f"waiting for approval until {format_time(proposal.valid_until)}: "
                        f"kubectl scalegate approve {proposal.name} -n {proposal.namespace}",
                        requeue_after=_seconds_until(proposal.valid_until, now))
     if not decision.approved_by:
@@ -174,10 +174,10 @@ def check_cooldown(proposal: Proposal, policy: Policy, now: dt.datetime) -> Outc
     if ends >= proposal.valid_until:
         # It cannot be applied before it expires; say so now, expire on time.
         return Outcome(Phase.APPROVED, Reason.COOLDOWN,
-                       f"cooldown of policy {policy.name} lasts until {ends:%H:%M:%SZ}, after this "
+                       f"cooldown of policy {policy.name} lasts until {format_time(ends)}, after this "
                        "proposal expires", requeue_after=_seconds_until(proposal.valid_until, now))
     return Outcome(Phase.APPROVED, Reason.COOLDOWN,
-                   f"approved; waiting for the cooldown of policy {policy.name} to end at {ends:%H:%M:%SZ}",
+                   f"approved; waiting for the cooldown of policy {policy.name} to end at {format_time(ends)}",
                    requeue_after=remaining)
 
 

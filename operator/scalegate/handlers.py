@@ -20,7 +20,7 @@ import kubernetes
 
 from . import metrics
 from .kube import Kube
-from .model import GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, Phase, parse_time
+from .model import GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject, Phase, parse_time
 from .reconciler import Reconciler
 from .workqueue import WorkQueue
 
@@ -188,7 +188,10 @@ def collect_terminal_proposals(kube: Kube, retention_seconds: float, now: dt.dat
         status = item.get("status") or {}
         if status.get("phase") not in Phase.TERMINAL:
             continue
-        finished = parse_time(status.get("finishedAt")) or parse_time(item["metadata"].get("creationTimestamp"))
+        try:
+            finished = parse_time(status.get("finishedAt")) or parse_time(item["metadata"].get("creationTimestamp"))
+        except InvalidObject:  # one odd object must not stop the sweep; keep it
+            continue
         if finished and (now - finished).total_seconds() >= retention_seconds:
             kube.delete_proposal(item["metadata"]["namespace"], item["metadata"]["name"], item["metadata"]["uid"])
             metrics.PROPOSALS_COLLECTED.inc()

@@ -231,6 +231,18 @@ class Kube:
         }
         return Scale.from_api(self._raw(f"scale {target.describe()} to {replicas}", "PUT", path, body))
 
+    def may_update_scale(self, namespace: str, target: TargetRef) -> bool:
+        """Whether this client may write the target's scale (SelfSubjectAccessReview)."""
+        plural, _ = self._resource(target)
+        review = {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"group": target.group, "resource": plural, "subresource": "scale",
+                                            "verb": "update", "namespace": namespace, "name": target.name}},
+        }
+        result = self._raw("review own access to the scale", "POST",
+                           "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
+        return bool((result.get("status") or {}).get("allowed"))
+
     def autoscalers(self, namespace: str) -> list[tuple[str, TargetRef]]:
         """(name, scaleTargetRef) of every HorizontalPodAutoscaler in the namespace."""
         raw = self._raw("list horizontalpodautoscalers", "GET",

@@ -55,7 +55,7 @@ def parse_time(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
         raise InvalidObject(f"expected an RFC 3339 timestamp, got {value!r}")
     text = value.strip()
-    if text.endswith("Z"):
+    if text.endswith(("Z", "z")):  # RFC 3339 allows either case
         text = text[:-1] + "+00:00"
     try:
         parsed = dt.datetime.fromisoformat(text)

@@ -59,8 +59,11 @@ class Reconciler:
         except InvalidObject as err:
             if (body.get("status") or {}).get("phase") in Phase.TERMINAL:
                 return None
-            self._record(body, None, d.Outcome(Phase.FAILED, d.Reason.INVALID_PROPOSAL,
-                                               f"cannot act on this proposal: {err}; nothing was applied"))
+            try:
+                self._record(body, None, d.Outcome(Phase.FAILED, d.Reason.INVALID_PROPOSAL,
+                                                   f"cannot act on this proposal: {err}; nothing was applied"))
+            except Requeue:
+                return 0.0
             return None
         if proposal.terminal:
             return None
@@ -119,6 +122,10 @@ class Reconciler:
             if outcome:
                 return self._finish(body, proposal, outcome)
 
+            if ((body.get("status") or {}).get("reason") == OPERATOR_FORBIDDEN
+                    and not self.kube.may_update_scale(proposal.namespace, proposal.target)):
+                # Still not allowed: say nothing new rather than write an intent that cannot land.
+                return self._forbidden(body, proposal, Forbidden("update of the target's scale"), now)
             # Record the intent first: a restart after the write must find it.
             intent = ApplyIntent(replicas=proposal.replicas, previous_replicas=scale.replicas,
                                  resource_version=scale.resource_version, started_at=now)
@@ -146,6 +153,8 @@ class Reconciler:
         except (NotFound, NoScaleSubresource) as err:
             return self._finish(body, proposal, d.Outcome(
                 Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"interrupted apply: target unreadable: {err}"))
+        except Forbidden as err:
+            return self._forbidden(body, proposal, err, now)
         verdict = d.recover_intent(proposal, scale.replicas, scale.resource_version)
         if verdict == d.Recovery.FINISHED:
             log.info("proposal %s/%s: interrupted apply had written; recording it", proposal.namespace, proposal.name)
@@ -178,10 +187,13 @@ class Reconciler:
         return None
 
     def _forbidden(self, body: dict, proposal: Proposal, err: Exception, now: dt.datetime) -> float:
+        # A refused request wrote nothing: no intent to keep, and the next try starts clean.
+        log.warning("proposal %s/%s: operator forbidden: %s", proposal.namespace, proposal.name, err)
         self._finish(body, proposal, d.Outcome(
             Phase.APPROVED, OPERATOR_FORBIDDEN,
-            f"the operator may not do what applying needs ({err}); grant its ServiceAccount get/update "
-            "on the target's scale subresource. Retrying until the proposal expires."))
+            f"the operator may not read or update the scale of {proposal.target.describe()}; grant its "
+            "ServiceAccount get/update on that kind's scale subresource. Retrying until the proposal expires."),
+            extra={"applying": None})
         return min(30.0, max(1.0, (proposal.valid_until - now).total_seconds()))
 
     # -- recording ---------------------------------------------------------------------
@@ -253,10 +265,8 @@ class Reconciler:
     def _label_with_policy(self, body: dict, proposal: Proposal) -> None:
         """Proposals are found by their policy label; a hand-written one may lack it."""
         meta = body["metadata"]
-        try:
-            self.kube.label_proposal(meta["namespace"], meta["name"], {POLICY_LABEL: proposal.policy_name})
-        except Exception as err:  # next reconcile tries again
-            log.warning("could not label proposal %s/%s: %s", meta["namespace"], meta["name"], err)
+        # Errors propagate: the queue retries with backoff rather than spinning.
+        self.kube.label_proposal(meta["namespace"], meta["name"], {POLICY_LABEL: proposal.policy_name})
 
 
 def _approval_condition(proposal: Proposal | None, outcome: d.Outcome) -> tuple[bool | str, str, str] | None:
