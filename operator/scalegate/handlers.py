@@ -108,6 +108,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
+    # Least privilege: no access to CRDs, so kopf resolves our resources once at start-up
+    # instead of watching CustomResourceDefinitions.
+    settings.scanning.disabled = True
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
     reconciler = Reconciler(Kube(_api_client(ours.kubeconfig)))
@@ -150,12 +153,14 @@ async def proposal_event(event, body, namespace, name, memo: kopf.Memo, **_) -> 
     members = runtime.by_policy.setdefault((namespace, policy), set()) if policy else set()
     if event.get("type") == "DELETED" or not _active(body):
         runtime.queue.forget(key)
+        runtime.reconciler.forget(namespace, name)
         members.discard(key)
         if policy and not members:
             runtime.by_policy.pop((namespace, policy), None)
     else:
         members.add(key)
-        runtime.queue.add(key)
+        if not runtime.reconciler.is_own_write(namespace, name, body.get("metadata", {}).get("resourceVersion")):
+            runtime.queue.add(key)
     metrics.PROPOSALS_ACTIVE.set(sum(len(v) for v in runtime.by_policy.values()))
 
 

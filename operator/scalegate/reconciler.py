@@ -41,6 +41,15 @@ class Reconciler:
         self.max_conflict_retries = max_conflict_retries
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # resourceVersion of our own last status write per proposal: its watch event
+        # carries nothing new, so the handler need not reconcile again.
+        self._written: dict[tuple[str, str], str] = {}
+
+    def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._written.pop((namespace, name), None)
 
     def _policy_lock(self, namespace: str, policy: str) -> threading.Lock:
         # Supersession and cooldown compare proposals of one policy: decide them one at a time.
@@ -246,8 +255,9 @@ class Reconciler:
             raise Requeue() from err
         except NotFound:
             raise Requeue()
+        self._written[(meta["namespace"], meta["name"])] = (updated.get("metadata") or {}).get("resourceVersion", "")
         transition = (old.get("phase"), old.get("reason")) != (outcome.phase, outcome.reason)
-        if transition:
+        if transition and outcome.reason != APPLYING:  # Applying is a step inside one decision
             metrics.PROPOSAL_OUTCOMES.labels(meta["namespace"], outcome.phase, outcome.reason).inc()
             log.info("proposal %s/%s: %s (%s): %s", meta["namespace"], meta["name"], outcome.phase,
                      outcome.reason, outcome.message)

@@ -1,0 +1,225 @@
+"""`kubectl scalegate`: look at, decide on and explain ScalingProposals.
+
+kubectl finds this as `kubectl-scalegate` on PATH and passes every argument after the
+plugin name; its own global flags are not passed on (and kubectl refuses flags before a
+plugin's name), so --kubeconfig, --context and -n are read here, anywhere on the line.
+
+    kubectl scalegate list [-A | -n NS] [-l SELECTOR] [-o wide|yaml|json|name]
+    kubectl scalegate show NAME
+    kubectl scalegate approve NAME [--reason TEXT] [--ref URL]
+    kubectl scalegate reject NAME [--reason TEXT]
+    kubectl scalegate explain NAME [--plot FILE.png] [--prometheus-url URL]
+
+Exit status: 0 done, 1 refused or failed (one line on stderr says why), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from typing import Callable
+
+from .model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
+from .plugin import render
+from .plugin.api import Connection, PluginError, ServerError, connect
+
+Connect = Callable[[str | None, str | None], Connection]
+
+EXAMPLES = """examples:
+  kubectl scalegate list -A
+  kubectl scalegate show web-7f3a2 -n shop
+  kubectl scalegate explain web-7f3a2 -n shop --plot web.png --prometheus-url http://prometheus:9090
+  kubectl scalegate approve web-7f3a2 -n shop --reason "campaign starts at 21:00" --ref https://git.example/mr/42
+  kubectl scalegate reject web-7f3a2 -n shop --reason "the campaign was cancelled"
+"""
+
+
+def _common_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """kubectl's connection flags. On subcommands they default to SUPPRESS, so a flag
+    given before the subcommand is not reset by the subcommand's default."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--kubeconfig", default=default, metavar="PATH",
+                        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--context", default=default, help="kubeconfig context to use")
+    parser.add_argument("-n", "--namespace", default=default,
+                        help="namespace (default: the context's namespace, else default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl scalegate", description="Look at, decide on and explain scalegate ScalingProposals.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_flags(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common_flags(p, suppress=True)
+        return p
+
+    p = add("list", "list proposals as a table (NAME TARGET CURRENT PROPOSED PHASE APPROVED-BY AGE)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+    p.add_argument("-l", "--selector", help="label selector, e.g. scalegate.io/policy=web")
+    p.add_argument("-o", "--output", choices=["wide", "yaml", "json", "name"], help="output format")
+    p.set_defaults(func=cmd_list)
+
+    p = add("show", "the evidence for one proposal: forecast, bounds, status, events, history")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_show)
+
+    p = add("approve", "approve a proposal as yourself (scalegate.io/approved + approved-by, in one patch)")
+    p.add_argument("name")
+    p.add_argument("--reason", help="why (scalegate.io/decision-reason)")
+    p.add_argument("--ref", help="where it was approved, e.g. a merge request (scalegate.io/approval-ref)")
+    p.set_defaults(func=cmd_decide, verdict="approved")
+
+    p = add("reject", "reject a proposal as yourself (scalegate.io/rejected + rejected-by, in one patch)")
+    p.add_argument("name")
+    p.add_argument("--reason", help="why (scalegate.io/decision-reason)")
+    p.set_defaults(func=cmd_decide, verdict="rejected", ref=None)
+
+    p = add("explain", "why this number: forecast peak and interval, capacity, bounds, load history")
+    p.add_argument("name")
+    p.add_argument("--plot", metavar="FILE.png", help="draw history, forecast, capacity and bounds to a PNG")
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="read the load history (the proposal's query over its window) from this Prometheus")
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _namespace(args: argparse.Namespace, conn: Connection) -> str:
+    return getattr(args, "namespace", None) or conn.namespace
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace, conn: Connection) -> int:
+    namespace = None if args.all_namespaces else _namespace(args, conn)
+    items = conn.api.list_proposals(namespace, args.selector)
+    if args.output in ("yaml", "json"):
+        _out(render.dump(render.as_list(items), args.output))
+        return 0
+    if args.output == "name":
+        for item in sorted(items, key=lambda o: o["metadata"]["name"]):
+            _out(f"{render.KIND_REF}/{item['metadata']['name']}")
+        return 0
+    if not items:
+        where = "any namespace" if namespace is None else f"{namespace} namespace"
+        print(f"No resources found in {where}.", file=sys.stderr)
+        return 0
+    _out(render.proposal_table(items, _now(), all_namespaces=namespace is None, wide=args.output == "wide"))
+    return 0
+
+
+def _try(what: str, fn: Callable[[], object]) -> tuple[object | None, str]:
+    """Optional context for show/explain: a refusal becomes a note, not a failure."""
+    try:
+        return fn(), ""
+    except ServerError as err:
+        return None, f"{what}: {err.message}"
+
+
+def cmd_show(args: argparse.Namespace, conn: Connection) -> int:
+    namespace = _namespace(args, conn)
+    proposal = conn.api.get_proposal(namespace, args.name)
+    spec = proposal.get("spec") or {}
+    policy_name = (spec.get("policyRef") or {}).get("name") or ""
+    policy, policy_error = _try("policy not readable", lambda: conn.api.get_policy(namespace, policy_name))
+    events, events_error = _try("events not readable",
+                                lambda: conn.api.events_for(namespace, proposal["metadata"].get("uid", "")))
+    others, _ = _try("history", lambda: conn.api.list_proposals(namespace))
+    history = [o for o in (others or []) if o["metadata"].get("uid") != proposal["metadata"].get("uid")
+               and render.same_target(o, proposal)]
+    _out(render.show(proposal, _now(), policy=policy, policy_error=policy_error, events=events,
+                     events_error=events_error, history=history))
+    return 0
+
+
+def decision_annotations(verdict: str, user: str, reason: str | None, ref: str | None) -> dict[str, str]:
+    """The annotations one decision writes, all in the same patch (the admission policy
+    wants the decision and its author together)."""
+    if verdict == "approved":
+        annotations = {APPROVED: "true", APPROVED_BY: user}
+    else:
+        annotations = {REJECTED: "true", REJECTED_BY: user}
+    if ref:
+        annotations[APPROVAL_REF] = ref
+    if reason:
+        annotations[DECISION_REASON] = reason
+    return annotations
+
+
+def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
+    namespace = _namespace(args, conn)
+    proposal = conn.api.get_proposal(namespace, args.name)  # a missing proposal: the server's NotFound
+    user = conn.api.whoami()
+    wanted = decision_annotations(args.verdict, user, args.reason, args.ref)
+    current = render.annotations(proposal)
+    ref = f"{render.KIND_REF}/{args.name}"
+    if all(current.get(key) == value for key, value in wanted.items()):
+        _out(f"{ref} already {args.verdict} by {user}")
+        return 0
+    phase = (proposal.get("status") or {}).get("phase")
+    if args.verdict == "approved" and phase in Phase.TERMINAL:
+        print(f"warning: {ref} is {phase}: the operator will not apply it, whatever is decided", file=sys.stderr)
+    conn.api.patch_annotations(namespace, args.name, wanted)
+    _out(f"{ref} {args.verdict} as {user}")
+    if args.verdict == "approved":
+        print(f"the operator applies it once every check holds; follow it with: "
+              f"kubectl scalegate show {args.name} -n {namespace}", file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
+    from .plugin import explain
+
+    namespace = _namespace(args, conn)
+    proposal = conn.api.get_proposal(namespace, args.name)
+    policy_name = ((proposal.get("spec") or {}).get("policyRef") or {}).get("name") or ""
+    policy, policy_error = _try("policy not readable", lambda: conn.api.get_policy(namespace, policy_name))
+    now = _now()
+    history, history_error = None, ""
+    if args.prometheus_url:
+        evidence = explain.Evidence.of(proposal)
+        try:
+            if not evidence.query:
+                raise explain.HistoryUnavailable("the proposal records no query to read the history with")
+            start, end, step = evidence.history_range(now)
+            history = explain.fetch_history(args.prometheus_url, evidence.query, start, end, step)
+        except explain.HistoryUnavailable as err:
+            history_error = str(err)
+            print(f"warning: no load history: {err}", file=sys.stderr)
+    _out(explain.explain_text(proposal, policy, history, now, policy_error=policy_error,
+                              history_error=history_error))
+    if args.plot:
+        try:
+            explain.plot(args.plot, proposal, policy, history, now)
+        except OSError as err:
+            raise PluginError(f"error: cannot write {args.plot}: {err.strerror or err}") from err
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None, connector: Connect = connect) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        conn = connector(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+        return args.func(args, conn)
+    except PluginError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""`kubectl scalegate explain`: why this number of replicas.
+
+The proposal carries its evidence (forecast peak, interval, capacity per replica, the
+fitted window and its query); the policy gives the bounds; Prometheus, when given, gives
+the load history the forecast was made from and what happened since. This module turns
+them into text and a PNG, with no Kubernetes client in sight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import textwrap
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..model import InvalidObject, parse_time
+from .render import bounds_check, human_duration, number
+
+#: Prometheus refuses range queries of more than 11,000 points; stay below.
+MAX_POINTS = 10_000
+PROMETHEUS_TIMEOUT = 15.0
+
+
+class HistoryUnavailable(Exception):
+    """The load history could not be read; the explanation goes on without it."""
+
+
+@dataclass
+class History:
+    """One load series from Prometheus (several series are summed, and said so)."""
+
+    times: list[dt.datetime] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    series: int = 1
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The numbers of a proposal, read leniently: anything missing is None."""
+
+    namespace: str
+    name: str
+    target: str
+    current: int | None
+    replicas: int | None
+    reason: str
+    model: str | None
+    query: str | None
+    window_start: dt.datetime | None
+    window_end: dt.datetime | None
+    points: int | None
+    resolution_seconds: int | None
+    horizon_seconds: int | None
+    peak: float | None
+    peak_time: dt.datetime | None
+    lower: float | None
+    upper: float | None
+    confidence: float | None
+    capacity: float | None
+    backtest_metric: str | None
+    backtest_value: float | None
+    coverage: float | None
+
+    @classmethod
+    def of(cls, proposal: Mapping[str, Any]) -> "Evidence":
+        meta = proposal.get("metadata") or {}
+        spec = proposal.get("spec") or {}
+        forecast = spec.get("forecast") or {}
+        window = forecast.get("window") or {}
+        ref = spec.get("targetRef") or {}
+        backtest = forecast.get("backtestError") or {}
+
+        def num(value: Any) -> float | None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return None
+            return float(value)
+
+        def integer(value: Any) -> int | None:
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        def time(value: Any) -> dt.datetime | None:
+            try:
+                return parse_time(value)
+            except InvalidObject:
+                return None
+
+        return cls(
+            namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+            target=f"{ref.get('kind', '?')}/{ref.get('name', '?')}",
+            current=integer(spec.get("currentReplicas")), replicas=integer(spec.get("replicas")),
+            reason=str(spec.get("reason") or ""),
+            model=forecast.get("model"), query=forecast.get("query"),
+            window_start=time(window.get("start")), window_end=time(window.get("end")),
+            points=integer(window.get("points")), resolution_seconds=integer(forecast.get("resolutionSeconds")),
+            horizon_seconds=integer(forecast.get("horizonSeconds")),
+            peak=num(forecast.get("predictedPeak")), peak_time=time(forecast.get("peakTime")),
+            lower=num(forecast.get("lowerBound")), upper=num(forecast.get("upperBound")),
+            confidence=num(forecast.get("confidence")), capacity=num(forecast.get("capacityPerReplica")),
+            backtest_metric=backtest.get("metric"), backtest_value=num(backtest.get("value")),
+            coverage=num(forecast.get("coverage")),
+        )
+
+    @property
+    def sized_for(self) -> float | None:
+        """The load the replicas are sized for: the interval's upper bound, else the peak."""
+        return self.upper if self.upper is not None else self.peak
+
+    @property
+    def needed(self) -> int | None:
+        """Replicas that serve `sized_for` at `capacity` each."""
+        if self.sized_for is None or not self.capacity:
+            return None
+        return max(0, math.ceil(self.sized_for / self.capacity - 1e-9))
+
+    @property
+    def horizon_end(self) -> dt.datetime | None:
+        if self.window_end is None or self.horizon_seconds is None:
+            return None
+        return self.window_end + dt.timedelta(seconds=self.horizon_seconds)
+
+    def history_range(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, int]:
+        """(start, end, step seconds) to read: the fitted window, and on to the end of the
+        horizon (or now, if sooner) to show what really happened."""
+        if self.window_start is None or self.window_end is None:
+            raise HistoryUnavailable("the proposal records no forecast window to read the history of")
+        end = self.window_end
+        if self.horizon_end is not None:
+            end = max(end, min(self.horizon_end, now))
+        span = max((end - self.window_start).total_seconds(), 1.0)
+        step = self.resolution_seconds or 0
+        if not step and self.points and self.points > 1:
+            step = (self.window_end - self.window_start).total_seconds() / (self.points - 1)
+        step = max(int(step) or 300, math.ceil(span / MAX_POINTS), 1)
+        return self.window_start, end, step
+
+
+# -- Prometheus ---------------------------------------------------------------------------
+def parse_range_answer(payload: Mapping[str, Any]) -> History:
+    """A /api/v1/query_range answer to one series; NaN and Inf samples are dropped."""
+    if payload.get("status") != "success":
+        raise HistoryUnavailable(f"Prometheus answered {payload.get('errorType', 'error')}: "
+                                 f"{payload.get('error', 'no detail')}")
+    data = payload.get("data") or {}
+    if data.get("resultType") != "matrix":
+        raise HistoryUnavailable(f"expected a range vector (matrix), got {data.get('resultType')!r}")
+    summed: dict[float, float] = {}
+    results = data.get("result") or []
+    for series in results:
+        for ts, raw in series.get("values") or []:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                summed[float(ts)] = summed.get(float(ts), 0.0) + value
+    if not summed:
+        raise HistoryUnavailable("the query returned no samples in the proposal's window")
+    stamps = sorted(summed)
+    return History(times=[dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in stamps],
+                   values=[summed[t] for t in stamps], series=len(results))
+
+
+def fetch_history(url: str, query: str, start: dt.datetime, end: dt.datetime, step: int,
+                  timeout: float = PROMETHEUS_TIMEOUT) -> History:
+    params = urllib.parse.urlencode({"query": query, "start": f"{start.timestamp():.3f}",
+                                     "end": f"{end.timestamp():.3f}", "step": str(step)})
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/v1/query_range?{params}",
+                                     headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            payload = json.loads(resp.read().decode())
+    except urllib.error.HTTPError as err:
+        try:
+            payload = json.loads(err.read().decode())
+        except (ValueError, OSError):
+            raise HistoryUnavailable(f"Prometheus at {url} answered HTTP {err.code}") from err
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise HistoryUnavailable(f"cannot read Prometheus at {url}: {reason}") from err
+    return parse_range_answer(payload)
+
+
+# -- text ----------------------------------------------------------------------------------
+def _at(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
+
+
+def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, history: History | None,
+                 now: dt.datetime, *, policy_error: str = "", history_error: str = "") -> str:
+    ev = Evidence.of(proposal)
+    lines = [f"{ev.namespace}/{ev.name}: {ev.target} {ev.current} -> {ev.replicas} replicas"]
+    if ev.reason:
+        lines.append(f"  {ev.reason}")
+    lines.append("")
+
+    lines.append("Forecast")
+    if ev.model:
+        fitted = f"  {ev.model}"
+        if ev.window_start and ev.window_end:
+            fitted += (f", fitted on {ev.points if ev.points is not None else '?'} points from "
+                       f"{_at(ev.window_start)} to {_at(ev.window_end)}")
+        lines.append(fitted)
+    if ev.query:
+        lines.append(f"  query: {ev.query}")
+    horizon = human_duration(ev.horizon_seconds) if ev.horizon_seconds is not None else "?"
+    if ev.peak is not None:
+        peak = f"  peak over the next {horizon}: {number(ev.peak)} predicted"
+        if ev.peak_time:
+            peak += f" at {_at(ev.peak_time)}"
+        lines.append(peak)
+    if ev.lower is not None or ev.upper is not None:
+        level = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
+        lines.append(f"  {level}prediction interval: {number(ev.lower)} .. {number(ev.upper)}")
+    if ev.backtest_value is not None:
+        metric = ev.backtest_metric or "error"
+        note = " (below 1 beats a seasonal-naive forecast)" if metric.upper() == "MASE" else ""
+        lines.append(f"  backtest on its own history: {metric} {number(ev.backtest_value)}{note}")
+    if ev.coverage is not None:
+        lines.append(f"  the upper bound held {ev.coverage:.0%} of the time in replay")
+    if ev.peak is None and ev.upper is None:
+        lines.append("  <the proposal carries no forecast figures>")
+
+    lines += ["", "Sizing"]
+    if ev.needed is not None and ev.capacity:
+        basis = "upper bound" if ev.upper is not None else "predicted peak"
+        lines.append(f"  {number(ev.sized_for)} ({basis}) / {number(ev.capacity)} per replica"
+                     f" -> {ev.needed} replicas needed")
+        if ev.replicas is not None:
+            proposed_cap = ev.replicas * ev.capacity
+            headroom = (proposed_cap / ev.sized_for - 1) if ev.sized_for else float("inf")
+            lines.append(f"  proposed {ev.replicas} x {number(ev.capacity)} = {number(proposed_cap)}"
+                         + (f" ({headroom:+.1%} vs the {basis})" if math.isfinite(headroom) else ""))
+            if ev.replicas != ev.needed:
+                lines.append(f"  the proposal differs from the {ev.needed} the sizing gives"
+                             " (see its reason: e.g. the policy's minimum or step)")
+        if ev.current is not None:
+            current_cap = ev.current * ev.capacity
+            share = f", covers {current_cap / ev.sized_for:.0%} of the {basis}" if ev.sized_for else ""
+            lines.append(f"  now {ev.current} x {number(ev.capacity)} = {number(current_cap)}{share}")
+    else:
+        lines.append("  <no capacity per replica or forecast figure to size with>")
+
+    policy_name = ((proposal.get("spec") or {}).get("policyRef") or {}).get("name")
+    lines += ["", f"Bounds (ScalingPolicy {policy_name})"]
+    if policy is not None:
+        checks = bounds_check(proposal, policy.get("spec") or {})
+        lines += [f"  {'ok ' if holds else 'OUT'} {text}" for text, holds in checks] or ["  <no bounds to check>"]
+        if any(not holds for _, holds in checks):
+            lines.append("  out of bounds: the operator rejects it (OutOfBounds), it never clamps")
+        if (policy.get("spec") or {}).get("suspend"):
+            lines.append("  the policy is suspended: nothing is applied while it is")
+    else:
+        lines.append(f"  <{policy_error or 'not found'}>")
+
+    lines += ["", "Load history"]
+    if history is not None and len(history):
+        in_window = [v for t, v in zip(history.times, history.values)
+                     if ev.window_end is None or t <= ev.window_end]
+        after = [(t, v) for t, v in zip(history.times, history.values)
+                 if ev.window_end is not None and t > ev.window_end]
+        summed = f" (sum of {history.series} series)" if history.series > 1 else ""
+        if in_window:
+            top = max(in_window)
+            lines.append(f"  {len(in_window)} samples{summed}: last {number(in_window[-1])}, "
+                         f"max {number(top)}, p95 {number(_quantile(in_window, 0.95))}")
+            if ev.capacity and ev.current is not None:
+                over = sum(1 for v in in_window if v > ev.current * ev.capacity) / len(in_window)
+                lines.append(f"  load exceeded today's capacity ({number(ev.current * ev.capacity)}) "
+                             f"{over:.1%} of the time")
+        if after:
+            actual = max(v for _, v in after)
+            lines.append(f"  since the forecast: actual peak {number(actual)} so far"
+                         + (f" (predicted {number(ev.peak)}, upper {number(ev.upper)})" if ev.peak is not None else ""))
+    elif history_error:
+        lines.append(f"  <{history_error}>")
+    else:
+        lines.append("  <not read: pass --prometheus-url URL to see it>")
+    return "\n".join(lines)
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+# -- the picture ---------------------------------------------------------------------------
+#: How much history before the forecast the detailed panel shows, at least; with six
+#: horizons at most, the horizon keeps a readable share of the panel's width.
+ZOOM_SECONDS = 6 * 3600
+
+
+def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | None,
+         history: History | None, now: dt.datetime) -> None:
+    """Draw the explanation to a PNG (matplotlib's Agg canvas, no display needed).
+
+    With history: a small panel of the whole fitted window, and a large one of the last
+    six hours (or six horizons) and the horizon, where the predicted peak with its
+    interval, today's and the proposed capacity and the policy's bounds (as capacity)
+    can be read. Without history: the large panel alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ev = Evidence.of(proposal)
+    has_history = history is not None and len(history) > 0
+    fig = Figure(figsize=(15, 5.8) if has_history else (12.5, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    if has_history:
+        grid = fig.add_gridspec(1, 2, width_ratios=[1, 2.2])
+        overview, detail = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    else:
+        overview, detail = None, fig.add_subplot(1, 1, 1)
+
+    forecast_at = ev.window_end or (history.times[-1] if has_history else now)
+    horizon_end = ev.horizon_end or (forecast_at + dt.timedelta(hours=1))
+    zoom = max(ZOOM_SECONDS, 6 * (ev.horizon_seconds or 0))
+    detail_start = forecast_at - dt.timedelta(seconds=zoom) if has_history else forecast_at
+    if has_history:
+        detail_start = max(detail_start, history.times[0])
+
+    pspec = (policy or {}).get("spec") or {}
+    notes: list[str] = []
+    for ax, x0, x1, legend in ((detail, detail_start, horizon_end, True),
+                               (overview, history.times[0] if has_history else None, horizon_end, False)):
+        if ax is None:
+            continue
+        shown = history if has_history else None
+        notes = _draw(ax, ev, pspec, shown, x0, x1, legend=legend)
+    if overview is not None:
+        overview.set_title(f"fitted window ({human_duration((forecast_at - history.times[0]).total_seconds())})",
+                           fontsize=10)
+        detail.set_title("forecast", fontsize=10)
+    fig.suptitle(f"{ev.namespace}/{ev.name}: {ev.target} {ev.current} \u2192 {ev.replicas} replicas", fontsize=13)
+    footer = [textwrap.shorten(ev.reason, 170)] if ev.reason else []
+    if ev.query:
+        footer.append(textwrap.shorten(f"query: {ev.query}", 170))
+    footer += notes
+    if not has_history:
+        footer.append("no load history (pass --prometheus-url to draw it)")
+    fig.text(0.01, 0.01, "\n".join(footer), fontsize=8, color="0.3", va="bottom")
+    fig.tight_layout(rect=(0, 0.02 + 0.03 * len(footer), 1, 1))
+    fig.savefig(path, format="png")
+
+
+def _draw(ax, ev: Evidence, pspec: Mapping[str, Any], history: History | None,
+          x0: dt.datetime, x1: dt.datetime, *, legend: bool) -> list[str]:
+    """One panel between x0 and x1; returns notes about what did not fit."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    tops: list[float] = []
+    if history is not None:
+        pairs = [(t, v) for t, v in zip(history.times, history.values) if x0 <= t <= x1]
+        if pairs:
+            ax.plot([t for t, _ in pairs], [v for _, v in pairs], color="tab:blue", linewidth=1.1, label="load")
+            tops.append(max(v for _, v in pairs))
+    if ev.window_end is not None:
+        ax.axvline(ev.window_end, color="0.35", linewidth=0.9, linestyle=":", label="forecast made")
+        if ev.horizon_end is not None:
+            ax.axvspan(ev.window_end, ev.horizon_end, color="tab:orange", alpha=0.15,
+                       label=f"horizon ({human_duration(ev.horizon_seconds or 0)})")
+    if ev.peak is not None or ev.upper is not None:
+        moment = ev.peak_time or (x0 + (x1 - x0) / 2)
+        centre = ev.peak if ev.peak is not None else ev.upper
+        lower = ev.lower if ev.lower is not None else centre
+        upper = ev.upper if ev.upper is not None else centre
+        level = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
+        ax.errorbar([moment], [centre], yerr=[[max(centre - lower, 0)], [max(upper - centre, 0)]], fmt="o",
+                    color="tab:orange", ecolor="tab:orange", capsize=7, markersize=6, linewidth=2, zorder=5,
+                    label=f"predicted peak {number(centre)} ({level}interval {number(lower)}..{number(upper)})")
+        tops.append(upper)
+    if ev.capacity:
+        if ev.current is not None:
+            level = ev.current * ev.capacity
+            ax.axhline(level, color="tab:red", linestyle="--", linewidth=1.5,
+                       label=f"current capacity {ev.current} x {number(ev.capacity)} = {number(level)}")
+            tops.append(level)
+        if ev.replicas is not None:
+            level = ev.replicas * ev.capacity
+            ax.axhline(level, color="tab:green", linewidth=2,
+                       label=f"proposed capacity {ev.replicas} x {number(ev.capacity)} = {number(level)}")
+            tops.append(level)
+    top = max(tops) * 1.15 if tops else 1.0
+    notes = []
+    if ev.capacity:
+        for key, label, style in (("minReplicas", "min", ":"), ("maxReplicas", "max", "-.")):
+            bound = pspec.get(key)
+            if not isinstance(bound, int) or isinstance(bound, bool):
+                continue
+            level = bound * ev.capacity
+            if level <= top * 1.5:
+                ax.axhline(level, color="0.4", linestyle=style, linewidth=1.2,
+                           label=f"policy {label} {bound} replicas = {number(level)}")
+                top = max(top, level * 1.08)
+            else:
+                notes.append(f"policy {label} {bound} replicas = {number(level)} is above the chart")
+    ax.set_ylim(0, top)
+    ax.set_xlim(x0, max(x1, x0 + dt.timedelta(minutes=1)))
+    locator = AutoDateLocator(maxticks=7)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=dt.timezone.utc))
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("load")
+    ax.grid(True, alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        # Beside the panel, never over the peak it explains.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
+    return notes

@@ -1,0 +1,421 @@
+"""`kubectl scalegate` through the real kubectl binary, as people with their own
+credentials (client certificates: kubectl passes no --as to a plugin), against the real
+API server with the admission policy and RBAC from manifests/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from harness import MANIFESTS, Cluster, wait_for
+from scalegate.devcluster import write_kubeconfig
+from scalegate.devcluster.pki import issue_client_cert
+from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, POLICY_PLURAL,
+                             PROPOSAL_PLURAL, PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
+
+FORECASTER = "system:serviceaccount:scalegate:forecaster"
+POLICY = "scalegate-approval"
+QUERY = 'sum(rate(http_requests_total{namespace="shop",app="web"}[5m]))'
+
+
+# -- helpers ------------------------------------------------------------------------------
+def user_kubeconfig(cluster: Cluster, user: str, directory: Path, namespace: str | None = None) -> Path:
+    """A kubeconfig with a client certificate for `user`, signed by the dev cluster's CA."""
+    if cluster.dev is None:
+        pytest.skip("issuing user certificates needs the dev control plane's CA")
+    cert, key = issue_client_cert(cluster.dev.pki, user, (), directory)
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    path = write_kubeconfig(directory / f"kubeconfig-{user}", admin["clusters"][0]["cluster"]["server"],
+                            cluster.dev.pki.ca_cert, user, client_cert=cert, client_key=key)
+    if namespace:
+        config = yaml.safe_load(path.read_text())
+        config["contexts"][0]["context"]["namespace"] = namespace
+        path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Plugin:
+    """Runs `kubectl scalegate ...` with the plugin found on PATH, as kubectl finds plugins."""
+
+    def __init__(self, directory: Path):
+        self.bin = directory / "bin"
+        self.bin.mkdir(exist_ok=True)
+        wrapper = self.bin / "kubectl-scalegate"
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m scalegate.kubectl_plugin "$@"\n')
+        wrapper.chmod(0o755)
+
+    def __call__(self, *args: str, kubeconfig: Path | str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        if kubeconfig:
+            env["KUBECONFIG"] = str(kubeconfig)
+        return subprocess.run(["kubectl", "scalegate", *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+
+def grant(cluster: Cluster, namespace: str, user: str, clusterrole: str) -> None:
+    cluster.kubectl("create", "rolebinding", f"{clusterrole}-{user}", "-n", namespace,
+                    f"--clusterrole={clusterrole}", f"--user={user}")
+
+
+def wait_allowed(cluster: Cluster, namespace: str, user: str, verb: str, resource: str = PROPOSAL_PLURAL) -> None:
+    wait_for(lambda: cluster.kubectl("auth", "can-i", verb, f"{resource}.{GROUP}", "-n", namespace, user=user,
+                                     check=False).stdout.strip() == "yes",
+             timeout=30, message=f"RBAC to let {user} {verb} {resource}")
+
+
+def proposal(name: str, *, current: int = 4, replicas: int = 9, proposed_by: str = FORECASTER,
+             window_end: dt.datetime | None = None) -> dict:
+    end = (window_end or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    start = end - dt.timedelta(days=2)
+    stamp = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal",
+        "metadata": {"name": name, "labels": {"scalegate.io/policy": "web"},
+                     "annotations": {PROPOSED_BY: proposed_by}},
+        "spec": {
+            "policyRef": {"name": "web"},
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "currentReplicas": current, "replicas": replicas,
+            "validUntil": stamp(end + dt.timedelta(hours=2)),
+            "reason": "peak of 410 req/s (95% upper bound) expected in 30m; 9 x 50 req/s covers it",
+            "forecast": {
+                "model": "holt-winters(additive, seasonal=288)", "query": QUERY,
+                "window": {"start": stamp(start), "end": stamp(end), "points": 577},
+                "horizonSeconds": 3600, "resolutionSeconds": 300,
+                "predictedPeak": 380.0, "peakTime": stamp(end + dt.timedelta(minutes=30)),
+                "upperBound": 410.0, "lowerBound": 350.0, "confidence": 0.95, "coverage": 0.94,
+                "capacityPerReplica": 50, "backtestError": {"metric": "MASE", "value": 0.61},
+            },
+        },
+    }
+
+
+class FakePrometheus:
+    """Answers /api/v1/query_range like Prometheus (a daily wave), and records each query."""
+
+    def __init__(self):
+        self.queries: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+                outer.queries.append(params)
+                start, end, step = float(params["start"]), float(params["end"]), float(params["step"])
+                values, t = [], start
+                while t <= end:
+                    values.append([t, str(220 + 150 * math.sin(2 * math.pi * (t % 86400) / 86400))])
+                    t += step
+                body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+                    {"metric": {}, "values": values}]}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakePrometheus":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def installed(cluster: Cluster):
+    had_policy = cluster.kubectl("get", "validatingadmissionpolicy", POLICY, check=False).returncode == 0
+    cluster.kubectl("apply", "-k", str(MANIFESTS))
+    probe = cluster.create_namespace("vap-probe")
+    try:
+        def denied() -> bool:
+            try:
+                cluster.custom().create_namespaced_custom_object(
+                    GROUP, VERSION, probe, PROPOSAL_PLURAL, proposal(f"p-{uuid.uuid4().hex[:6]}", proposed_by="x"))
+            except kubernetes.client.ApiException as err:
+                return err.status == 403 and POLICY in err.body
+            return False
+        wait_for(denied, timeout=60, interval=0.5, message="the admission policy to be enforced")
+    finally:
+        cluster.delete_namespace(probe)
+    yield
+    if not had_policy:  # cluster-wide: leave later test modules the cluster they expect
+        cluster.kubectl("delete", f"validatingadmissionpolicybinding/{POLICY}",
+                        f"validatingadmissionpolicy/{POLICY}", "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory) -> Plugin:
+    return Plugin(tmp_path_factory.mktemp("plugin"))
+
+
+@pytest.fixture
+def shop(cluster: Cluster, namespace: str, tmp_path: Path) -> dict:
+    """A namespace with a policy, two proposals by the forecaster, and people:
+    alice approves (approver + view), bob only views, erin approves and also proposes."""
+    custom = cluster.custom()
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICY_PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingPolicy", "metadata": {"name": "web"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 2, "maxReplicas": 20, "maxStepUp": 5, "maxStepDown": 2, "cooldownSeconds": 600,
+                 "forecast": {"query": QUERY, "capacityPerReplica": 50}}})
+    forecaster = cluster.custom(FORECASTER)
+    forecaster.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL,
+                                               proposal("web-1", window_end=dt.datetime.now(dt.timezone.utc)
+                                                        - dt.timedelta(hours=1)))
+    forecaster.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL,
+                                               proposal("web-2", current=4, replicas=12))
+    for user, roles in (("alice", ["scalegate-approver", "view"]), ("bob", ["view"]),
+                        ("erin", ["scalegate-approver", "view"])):
+        for role in roles:
+            grant(cluster, namespace, user, role)
+    cluster.apply_yaml(yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "propose", "namespace": namespace},
+         "rules": [{"apiGroups": [GROUP], "resources": [PROPOSAL_PLURAL], "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "propose-erin", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "propose"},
+         "subjects": [{"kind": "User", "name": "erin", "apiGroup": "rbac.authorization.k8s.io"}]}]))
+    wait_allowed(cluster, namespace, "alice", "approve")
+    wait_allowed(cluster, namespace, "erin", "approve")
+    wait_allowed(cluster, namespace, "erin", "create")
+    wait_allowed(cluster, namespace, "bob", "list")  # `view` reaches proposals by aggregation
+    people = {user: user_kubeconfig(cluster, user, tmp_path, namespace=namespace)
+              for user in ("alice", "bob", "erin", "mallory")}
+    return {"ns": namespace, **people}
+
+
+def annotations(cluster: Cluster, namespace: str, name: str) -> dict:
+    return cluster.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL,
+                                                         name)["metadata"]["annotations"]
+
+
+# -- list ---------------------------------------------------------------------------------
+def test_list_prints_a_kubectl_like_table_in_the_contexts_namespace(plugin: Plugin, shop: dict):
+    run = plugin("list", kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TARGET", "CURRENT", "PROPOSED", "PHASE", "APPROVED-BY", "AGE"]
+    assert [line.split()[:6] for line in lines[1:]] == [
+        ["web-1", "Deployment/web", "4", "9", "<none>", "<none>"],
+        ["web-2", "Deployment/web", "4", "12", "<none>", "<none>"]]
+    # Columns line up, as kubectl's do.
+    assert len({line.index("TARGET") if i == 0 else line.index("Deployment/web") for i, line in enumerate(lines)}) == 1
+
+
+def test_list_output_formats(plugin: Plugin, shop: dict):
+    wide = plugin("list", "-o", "wide", kubeconfig=shop["bob"])
+    assert wide.returncode == 0, wide.stderr
+    assert wide.stdout.splitlines()[0].split()[-4:] == ["POLICY", "VALID-UNTIL", "PROPOSED-BY", "REASON"]
+    assert FORECASTER in wide.stdout
+    as_json = json.loads(plugin("list", "-o", "json", kubeconfig=shop["bob"]).stdout)
+    assert as_json["kind"] == "List" and [i["metadata"]["name"] for i in as_json["items"]] == ["web-1", "web-2"]
+    as_yaml = yaml.safe_load(plugin("list", "-o", "yaml", kubeconfig=shop["bob"]).stdout)
+    assert as_yaml["items"][1]["spec"]["replicas"] == 12
+    names = plugin("list", "-o", "name", "-l", "scalegate.io/policy=web", kubeconfig=shop["bob"]).stdout
+    assert names.split() == ["scalingproposal.scalegate.io/web-1", "scalingproposal.scalegate.io/web-2"]
+
+
+def test_list_namespaces_and_flags(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    # -n and --kubeconfig given as flags (no KUBECONFIG), before or after the subcommand.
+    for args in (["list", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)],
+                 ["--kubeconfig", str(cluster.kubeconfig), "-n", ns, "list"]):
+        run = plugin(*args)
+        assert run.returncode == 0 and "web-1" in run.stdout, run.stderr
+    empty = plugin("list", "-n", "default", kubeconfig=cluster.kubeconfig)
+    assert empty.returncode == 0 and empty.stderr.strip() == "No resources found in default namespace."
+    everywhere = plugin("list", "-A", kubeconfig=cluster.kubeconfig)
+    assert everywhere.stdout.splitlines()[0].split()[0] == "NAMESPACE"
+    assert any(line.split()[:2] == [ns, "web-1"] for line in everywhere.stdout.splitlines())
+    # alice may list in her namespace only: the server's refusal, verbatim, exit 1.
+    refused = plugin("list", "-A", kubeconfig=shop["alice"])
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == ('Error from server (Forbidden): scalingproposals.scalegate.io is forbidden: User "alice" '
+                              'cannot list resource "scalingproposals" in API group "scalegate.io" at the cluster '
+                              "scope\n")
+    bad_context = plugin("list", "--context", "nope", kubeconfig=shop["alice"])
+    assert bad_context.returncode == 1 and bad_context.stderr == 'error: context "nope" does not exist\n'
+
+
+# -- show ---------------------------------------------------------------------------------
+def test_show_gives_the_evidence(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    body = cluster.custom().get_namespaced_custom_object(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1")
+    cluster.custom().patch_namespaced_custom_object_status(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1", {"status": {
+        "phase": "Pending", "reason": "AwaitingApproval", "message": "waiting for a decision",
+        "conditions": [{"type": "Approved", "status": "False", "reason": "AwaitingApproval",
+                        "message": "no decision yet", "lastTransitionTime": body["metadata"]["creationTimestamp"]}]}},
+        _content_type="application/merge-patch+json")
+    cluster.core().create_namespaced_event(ns, {
+        "metadata": {"name": f"web-1.{uuid.uuid4().hex[:8]}"},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal", "name": "web-1",
+                           "namespace": ns, "uid": body["metadata"]["uid"]},
+        "type": "Normal", "reason": "Proposed", "message": "4 -> 9 replicas proposed",
+        "source": {"component": "scalegate-forecaster"}, "count": 1,
+        "firstTimestamp": body["metadata"]["creationTimestamp"],
+        "lastTimestamp": body["metadata"]["creationTimestamp"]})
+    run = plugin("show", "web-1", kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for expected in ["Name:         web-1", f"Namespace:    {ns}", "Target:       Deployment/web (apps/v1)",
+                     "Change:       4 -> 9 replicas (+5)", f"Proposed by:  {FORECASTER}",
+                     "Model:       holt-winters(additive, seasonal=288)", f"Query:       {QUERY}",
+                     "(577 points)", "Horizon:     60m", "Interval:    350 - 410 (95% interval)",
+                     "Backtest:    MASE 0.61", "Bounds (ScalingPolicy web):", "Replicas:    2 - 20",
+                     "ok  2 <= 9 replicas <= 20", "ok  step +5 <= maxStepUp 5", "Phase:       Pending",
+                     "Approved", "AwaitingApproval", "Proposed", "4 -> 9 replicas proposed", "scalegate-forecaster",
+                     "History (other proposals for Deployment/web):"]:
+        assert expected in out, f"{expected!r} missing from:\n{out}"
+    history = out.split("History (other proposals for Deployment/web):")[1]
+    assert "web-2" in history and "web-1" not in history
+    # web-2 steps up by 8 where the policy allows 5: shown as out of bounds.
+    assert "OUT step +8 <= maxStepUp 5" in plugin("show", "web-2", kubeconfig=shop["alice"]).stdout
+
+
+# -- approve and reject -------------------------------------------------------------------
+def test_approve_sets_both_annotations_as_the_current_user(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    run = plugin("approve", "web-1", "--reason", "campaign at 21:00", "--ref", "https://git.example/mr/42",
+                 kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "scalingproposal.scalegate.io/web-1 approved as alice\n"
+    ann = annotations(cluster, ns, "web-1")
+    assert (ann[APPROVED], ann[APPROVED_BY], ann[DECISION_REASON], ann[APPROVAL_REF]) == (
+        "true", "alice", "campaign at 21:00", "https://git.example/mr/42")
+    again = plugin("approve", "web-1", kubeconfig=shop["alice"])
+    assert again.returncode == 0 and again.stdout == "scalingproposal.scalegate.io/web-1 already approved by alice\n"
+    listed = plugin("list", kubeconfig=shop["bob"]).stdout.splitlines()
+    assert listed[1].split()[:6] == ["web-1", "Deployment/web", "4", "9", "<none>", "alice"]
+
+
+def test_reject_sets_both_annotations(cluster: Cluster, plugin: Plugin, shop: dict):
+    run = plugin("reject", "web-2", "--reason", "too big a step", kubeconfig=shop["erin"])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "scalingproposal.scalegate.io/web-2 rejected as erin\n"
+    ann = annotations(cluster, shop["ns"], "web-2")
+    assert (ann[REJECTED], ann[REJECTED_BY], ann[DECISION_REASON]) == ("true", "erin", "too big a step")
+    assert APPROVED not in ann
+
+
+def test_denials_are_printed_verbatim_with_a_non_zero_exit(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    # RBAC: bob may look, not decide.
+    run = plugin("approve", "web-1", kubeconfig=shop["bob"])
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f'Error from server (Forbidden): scalingproposals.scalegate.io "web-1" is forbidden: User '
+                          f'"bob" cannot patch resource "scalingproposals" in API group "scalegate.io" in the '
+                          f'namespace "{ns}"\n')
+    # The admission policy: erin proposed this one, so she may not approve it.
+    cluster.custom("erin").create_namespaced_custom_object(GROUP, VERSION, ns, PROPOSAL_PLURAL,
+                                                           proposal("by-erin", proposed_by="erin"))
+    run = plugin("approve", "by-erin", kubeconfig=shop["erin"])
+    assert run.returncode == 1
+    assert run.stderr == ("Error from server (Forbidden): scalingproposals.scalegate.io \"by-erin\" is forbidden: "
+                          "ValidatingAdmissionPolicy 'scalegate-approval' with binding 'scalegate-approval' denied "
+                          "request: you (erin) proposed this ScalingProposal (scalegate.io/proposed-by), so you "
+                          "cannot approve or reject it: ask another approver to decide\n")
+    assert APPROVED not in annotations(cluster, ns, "by-erin")
+    # A decision is final: erin cannot reject what alice approved.
+    assert plugin("approve", "web-1", kubeconfig=shop["alice"]).returncode == 0
+    run = plugin("reject", "web-1", "--reason", "changed my mind", kubeconfig=shop["erin"])
+    assert run.returncode == 1
+    assert run.stderr.startswith("Error from server (Forbidden): scalingproposals.scalegate.io \"web-1\" is forbidden: "
+                                 "ValidatingAdmissionPolicy 'scalegate-approval' with binding 'scalegate-approval' "
+                                 "denied request: this proposal is already approved by alice and the decision is "
+                                 "final: remove scalegate.io/rejected, scalegate.io/rejected-by")
+
+
+def test_one_line_errors_for_missing_proposal_cluster_and_permission(plugin: Plugin, shop: dict, tmp_path: Path):
+    missing = plugin("approve", "nope", kubeconfig=shop["alice"])
+    assert missing.returncode == 1
+    assert missing.stderr == 'Error from server (NotFound): scalingproposals.scalegate.io "nope" not found\n'
+    assert plugin("show", "nope", kubeconfig=shop["alice"]).stderr == missing.stderr
+
+    unreachable = yaml.safe_load(Path(shop["alice"]).read_text())
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    (tmp_path / "down").write_text(yaml.safe_dump(unreachable))
+    down = plugin("list", kubeconfig=tmp_path / "down")
+    assert down.returncode == 1 and len(down.stderr.splitlines()) == 1
+    assert down.stderr.startswith(f"error: cannot reach the Kubernetes API server at https://127.0.0.1:{port}: "
+                                  "connection refused")
+
+    nobody = plugin("list", kubeconfig=shop["mallory"])
+    assert nobody.returncode == 1
+    assert nobody.stderr == (f'Error from server (Forbidden): scalingproposals.scalegate.io is forbidden: User '
+                             f'"mallory" cannot list resource "scalingproposals" in API group "scalegate.io" in the '
+                             f'namespace "{shop["ns"]}"\n')
+    no_file = plugin("list", "--kubeconfig", str(tmp_path / "absent"))
+    assert no_file.returncode == 1
+    assert no_file.stderr == f"error: stat {tmp_path / 'absent'}: no such file or directory\n"
+
+
+# -- explain ------------------------------------------------------------------------------
+def test_explain_without_prometheus_sizes_from_the_evidence(plugin: Plugin, shop: dict, tmp_path: Path):
+    png = tmp_path / "web-1.png"
+    run = plugin("explain", "web-1", "--plot", str(png), kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    for expected in ["Deployment/web 4 -> 9 replicas", "peak over the next 60m: 380 predicted",
+                     "95% prediction interval: 350 .. 410",
+                     "410 (upper bound) / 50 per replica -> 9 replicas needed",
+                     "proposed 9 x 50 = 450 (+9.8% vs the upper bound)", "now 4 x 50 = 200",
+                     "ok  2 <= 9 replicas <= 20", "<not read: pass --prometheus-url URL to see it>"]:
+        assert expected in run.stdout, f"{expected!r} missing from:\n{run.stdout}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_explain_reads_the_proposals_query_over_its_window_from_prometheus(cluster: Cluster, plugin: Plugin,
+                                                                          shop: dict, tmp_path: Path):
+    body = cluster.custom().get_namespaced_custom_object(GROUP, VERSION, shop["ns"], PROPOSAL_PLURAL, "web-1")
+    window = body["spec"]["forecast"]["window"]
+    png = tmp_path / "history.png"
+    with FakePrometheus() as prometheus:
+        run = plugin("explain", "web-1", "--plot", str(png), "--prometheus-url", prometheus.url,
+                     kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    assert len(prometheus.queries) == 1
+    asked = prometheus.queries[0]
+    assert asked["query"] == QUERY and asked["step"] == "300"
+    start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
+    assert float(asked["start"]) == start.timestamp()
+    # On to the end of the horizon (here: now, an hour after the forecast), to show what happened.
+    assert end.timestamp() + 3000 < float(asked["end"]) <= end.timestamp() + 3600
+    assert "577 samples: last" in run.stdout and "since the forecast: actual peak" in run.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_explain_goes_on_without_history_when_prometheus_is_down(plugin: Plugin, shop: dict):
+    run = plugin("explain", "web-1", "--prometheus-url", "http://127.0.0.1:9", kubeconfig=shop["bob"])
+    assert run.returncode == 0
+    assert run.stderr.startswith("warning: no load history: cannot read Prometheus at http://127.0.0.1:9:")
+    assert "410 (upper bound) / 50 per replica -> 9 replicas needed" in run.stdout
