@@ -59,8 +59,8 @@ class Bench:
         self.kubeconfig = self.dev.kubeconfig
         self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        self.kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
-        self.kubectl("apply", "-f", str(REPO / "manifests" / "rbac"))
+        self.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "rbac"))
         self.kubectl("create", "clusterrolebinding", "bench-approver", "--clusterrole=scalegate-approver",
                      f"--user={APPROVER}")
         self.admin = self.client()

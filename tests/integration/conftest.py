@@ -13,8 +13,8 @@ from operator_harness import OperatorProcess, Scenario
 
 
 def install_component_rbac(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(MANIFESTS / "namespace.yaml"))
-    cluster.kubectl("apply", "-f", str(MANIFESTS / "rbac"))
+    cluster.kubectl("apply", "-f", str(MANIFESTS / "base" / "namespace.yaml"))
+    cluster.kubectl("apply", "-f", str(MANIFESTS / "base" / "rbac"))
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ def test_kustomization_installs_everything_and_reapplies_unchanged(cluster: Clus
 
 
 def test_every_rbac_rule_says_why():
-    for path in sorted((MANIFESTS / "rbac").glob("*.yaml")):
+    for path in sorted((MANIFESTS / "base" / "rbac").glob("*.yaml")):
         lines = path.read_text().splitlines()
         for number, line in enumerate(lines):
             if re.match(r"\s*- apiGroups:", line):
@@ -139,7 +139,7 @@ def test_every_rbac_rule_says_why():
 
 
 def test_no_role_but_the_approvers_holds_approve():
-    for path in sorted((MANIFESTS / "rbac").glob("*.yaml")):
+    for path in sorted((MANIFESTS / "base" / "rbac").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["kind"] in ("ClusterRole", "Role"):
                 holds = any("approve" in r.get("verbs", []) or "*" in r.get("verbs", []) for r in doc["rules"])
