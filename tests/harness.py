@@ -5,6 +5,7 @@ Importable from tests as `harness` (pytest's pythonpath includes tests/).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from scalegate.devcluster import DevCluster, kubectl_path
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
 MANIFESTS = REPO / "manifests"
+APPROVAL_POLICY = "scalegate-approval"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
@@ -94,6 +96,49 @@ class Cluster:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      "crd/scalingpolicies.scalegate.io", "crd/scalingproposals.scalegate.io")
+
+    @property
+    def kubectl_binary(self) -> str:
+        return kubectl_path()
+
+    @contextlib.contextmanager
+    def scalegate_installed(self, wait_enforced: bool = True):
+        """`kubectl apply -k manifests/` (RBAC, admission policy, deployments) for a block;
+        afterwards the cluster-wide admission policy is removed again unless it was there
+        before, so later test modules see the cluster they expect. Yields kubectl's output."""
+        had_policy = self.kubectl("get", "validatingadmissionpolicy", APPROVAL_POLICY, check=False).returncode == 0
+        out = self.kubectl("apply", "-k", str(MANIFESTS)).stdout
+        try:
+            if wait_enforced:
+                self.wait_until_policy_enforced()
+            yield out
+        finally:
+            if not had_policy:
+                self.kubectl("delete", f"validatingadmissionpolicybinding/{APPROVAL_POLICY}",
+                             f"validatingadmissionpolicy/{APPROVAL_POLICY}", "--ignore-not-found")
+
+    def wait_until_policy_enforced(self) -> None:
+        """A new admission policy is enforced once the API server has loaded it: poll with
+        a request it must deny (a proposal with a forged proposer), never sleep."""
+        probe = self.create_namespace("vap-probe")
+        try:
+            def denied() -> bool:
+                body = {"apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingProposal",
+                        "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}",
+                                     "annotations": {"scalegate.io/proposed-by": "somebody-else"}},
+                        "spec": {"policyRef": {"name": "p"},
+                                 "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                                 "currentReplicas": 1, "replicas": 2, "validUntil": "2099-01-01T00:00:00Z",
+                                 "reason": "probe"}}
+                try:
+                    self.custom().create_namespaced_custom_object("scalegate.io", "v1alpha1", probe,
+                                                                  "scalingproposals", body)
+                except kubernetes.client.ApiException as err:
+                    return err.status == 403 and APPROVAL_POLICY in err.body
+                return False
+            wait_for(denied, timeout=60, interval=0.5, message="the admission policy to be enforced")
+        finally:
+            self.delete_namespace(probe)
 
     def create_namespace(self, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -32,6 +32,7 @@ from .model import (API_VERSION, POLICY_KIND, POLICY_LABEL, PROPOSAL_KIND, PROPO
 log = logging.getLogger("scalegate.forecaster")
 
 READY = "ForecastReady"
+FORECAST_BY = "scalegate.io/forecast-by"  # informational: the forecaster that computed a GitOps manifest
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,17 @@ def proposal_name(policy: str, now: dt.datetime) -> str:
     return f"{policy[:253 - len(stamp) - 1]}-{stamp}"
 
 
-def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.datetime) -> dict:
-    """The ScalingProposal manifest: the change, its evidence, and who proposed it."""
+def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.datetime,
+                   gitops: bool = False) -> dict:
+    """The ScalingProposal manifest: the change, its evidence, and who proposed it.
+
+    With `gitops`, the manifest is for a repository: whoever applies it from git creates
+    it (the admission policy requires proposed-by to name the creator, and a pipeline that
+    approves may not also be the proposer), so the forecaster's identity is recorded in
+    scalegate.io/forecast-by instead, for the reader."""
     spec = policy.forecast
     forecast, sizing = planned.forecast, planned.sizing
+    annotations = {FORECAST_BY: proposed_by} if gitops else {PROPOSED_BY: proposed_by}
     return {
         "apiVersion": API_VERSION,
         "kind": PROPOSAL_KIND,
@@ -85,9 +93,10 @@ def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.date
             "name": proposal_name(policy.name, now),
             "namespace": policy.namespace,
             "labels": {POLICY_LABEL: policy.name, "app.kubernetes.io/managed-by": "scalegate"},
-            "annotations": {PROPOSED_BY: proposed_by},
+            "annotations": annotations,
+            # Garbage-collected with its policy; a repository's copy cannot know the uid.
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": policy.name,
-                                 "uid": policy.uid}] if policy.uid else [],
+                                 "uid": policy.uid}] if policy.uid and not gitops else [],
         },
         "spec": {
             "policyRef": {"name": policy.name},
@@ -195,7 +204,7 @@ class Forecaster:
             self._set_ready(body, True, "NoChange", message, now)
             return RoundResult(namespace, name, "unchanged", "NoChange", message, seconds=elapsed)
 
-        proposal = build_proposal(policy, planned, self.identity, now)
+        proposal = build_proposal(policy, planned, self.identity, now, gitops=self.output == "yaml")
         if self.output == "yaml":
             if self.output_dir is not None:
                 self._write_manifest(proposal)
@@ -254,10 +263,8 @@ class Forecaster:
         meta = proposal["metadata"]
         directory = self.output_dir / meta["namespace"]
         directory.mkdir(parents=True, exist_ok=True)
-        clean = dict(proposal)
-        clean["metadata"] = {k: v for k, v in meta.items() if k != "ownerReferences"}
         path = directory / f"{meta['name']}.yaml"
-        path.write_text(yaml.safe_dump(clean, sort_keys=False))
+        path.write_text(yaml.safe_dump(proposal, sort_keys=False))
         return path
 
     # -- many policies -----------------------------------------------------------------

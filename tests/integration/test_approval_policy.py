@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 import yaml
 
-from harness import MANIFESTS, Cluster, wait_for
+from harness import Cluster, wait_for
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, PROPOSAL_PLURAL,
                              PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
 
@@ -22,37 +22,6 @@ PREFIX = f"ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied r
 
 
 # -- helpers ------------------------------------------------------------------------------
-def install_manifests(cluster: Cluster):
-    """`kubectl apply -k manifests/`, and a teardown that removes the admission policy again
-    unless it was there before, so later test modules of the session see the cluster as
-    they expect (the policy is cluster-wide)."""
-    had_policy = cluster.kubectl("get", "validatingadmissionpolicy", POLICY, check=False).returncode == 0
-    cluster.kubectl("apply", "-k", str(MANIFESTS))
-
-    def remove() -> None:
-        if not had_policy:
-            cluster.kubectl("delete", f"validatingadmissionpolicybinding/{POLICY}",
-                            f"validatingadmissionpolicy/{POLICY}", "--ignore-not-found")
-    return remove
-
-
-def wait_until_enforced(cluster: Cluster) -> None:
-    """A new policy is enforced once the API server has loaded it: poll with a request
-    it must deny (a forged proposer), never sleep."""
-    namespace = cluster.create_namespace("vap-probe")
-    try:
-        def denied() -> bool:
-            body = proposal(f"probe-{uuid.uuid4().hex[:6]}", proposed_by="somebody-else")
-            try:
-                cluster.custom().create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, body)
-            except kubernetes.client.ApiException as err:
-                return err.status == 403 and POLICY in err.body
-            return False
-        wait_for(denied, timeout=60, interval=0.5, message="the admission policy to be enforced")
-    finally:
-        cluster.delete_namespace(namespace)
-
-
 def proposal(name: str, proposed_by: str | None = FORECASTER, annotations: dict | None = None) -> dict:
     ann = dict(annotations or {})
     if proposed_by is not None:
@@ -130,12 +99,8 @@ def wait_allowed(cluster: Cluster, namespace: str, user: str, verb: str) -> None
 # -- fixtures -----------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def installed(cluster: Cluster):
-    remove = install_manifests(cluster)
-    try:
-        wait_until_enforced(cluster)
+    with cluster.scalegate_installed():
         yield
-    finally:
-        remove()
 
 
 @pytest.fixture

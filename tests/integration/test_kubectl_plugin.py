@@ -16,11 +16,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import kubernetes
 import pytest
 import yaml
 
-from harness import MANIFESTS, Cluster, wait_for
+from harness import Cluster, wait_for
 from scalegate.devcluster import write_kubeconfig
 from scalegate.devcluster.pki import issue_client_cert
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, POLICY_PLURAL,
@@ -148,24 +147,8 @@ class FakePrometheus:
 # -- fixtures -----------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def installed(cluster: Cluster):
-    had_policy = cluster.kubectl("get", "validatingadmissionpolicy", POLICY, check=False).returncode == 0
-    cluster.kubectl("apply", "-k", str(MANIFESTS))
-    probe = cluster.create_namespace("vap-probe")
-    try:
-        def denied() -> bool:
-            try:
-                cluster.custom().create_namespaced_custom_object(
-                    GROUP, VERSION, probe, PROPOSAL_PLURAL, proposal(f"p-{uuid.uuid4().hex[:6]}", proposed_by="x"))
-            except kubernetes.client.ApiException as err:
-                return err.status == 403 and POLICY in err.body
-            return False
-        wait_for(denied, timeout=60, interval=0.5, message="the admission policy to be enforced")
-    finally:
-        cluster.delete_namespace(probe)
-    yield
-    if not had_policy:  # cluster-wide: leave later test modules the cluster they expect
-        cluster.kubectl("delete", f"validatingadmissionpolicybinding/{POLICY}",
-                        f"validatingadmissionpolicy/{POLICY}", "--ignore-not-found")
+    with cluster.scalegate_installed():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -79,12 +79,8 @@ def event(namespace: str, name: str) -> dict:
 # -- fixtures -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster):
-    had_policy = cluster.kubectl("get", "validatingadmissionpolicy", POLICY, check=False).returncode == 0
-    first = cluster.kubectl("apply", "-k", str(MANIFESTS))
-    yield first.stdout
-    if not had_policy:  # cluster-wide: leave later test modules the cluster they expect
-        cluster.kubectl("delete", f"validatingadmissionpolicybinding/{POLICY}",
-                        f"validatingadmissionpolicy/{POLICY}", "--ignore-not-found")
+    with cluster.scalegate_installed(wait_enforced=False) as out:
+        yield out
 
 
 @pytest.fixture(scope="module")
