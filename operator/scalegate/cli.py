@@ -123,6 +123,21 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    if args.action == "down":
+        return demo.down(log=log)
+    try:
+        return demo.up(kubeconfig=args.kubeconfig, dev_cluster=args.dev_cluster, approve=args.approve, log=log)
+    except Exception as err:  # say what failed and how to clean up, not a traceback
+        print(f"error: {err}\nrun `scalegate demo down` to clean up what was started", file=sys.stderr)
+        return 1
+
+
 def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
     import os
 
@@ -186,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("-v", "--verbose", action="store_true")
     _add_prometheus_flags(fl)
     fl.set_defaults(func=_forecaster_loop)
+
+    dm = sub.add_parser("demo", help="the whole loop on a local control plane (or the current cluster)",
+                        description="Start a control plane (unless a cluster is configured), a Prometheus with "
+                                    "recorded load, the operator and one forecast round; print how to approve.")
+    dm.add_argument("action", nargs="?", choices=["up", "down"], default="up")
+    dm.add_argument("--kubeconfig", help="use this cluster instead of the current one or a local control plane")
+    dm.add_argument("--dev-cluster", action="store_true", help="always use the local control plane")
+    dm.add_argument("--approve", action="store_true", help="also approve the proposal as you and wait until applied")
+    dm.set_defaults(func=_demo)
 
     _register_optional(sub)
     return parser
