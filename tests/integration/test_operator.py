@@ -270,3 +270,23 @@ def test_interrupted_apply_that_had_not_written_applies_once(scenario: Scenario,
     assert s.replicas("web") == 6
     # Exactly one spec change: one scale write.
     assert s.cluster.apps().read_namespaced_deployment("web", s.namespace).metadata.generation == generation + 1
+
+
+def test_operator_exports_prometheus_metrics(scenario: Scenario, operator):
+    import urllib.request
+
+    s = scenario
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=5))
+    s.approve("web-1")
+    s.wait_phase("web-1", "Applied")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+    text = wait_for(lambda: (t := scrape()) and f'namespace="{s.namespace}",phase="Applied"' in t and t,
+                    message="the Applied outcome in /metrics")
+    assert "# TYPE scalegate_apply_latency_seconds histogram" in text
+    assert "scalegate_approval_wait_seconds_count" in text
+    assert "scalegate_proposals_active" in text
