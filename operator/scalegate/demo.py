@@ -138,7 +138,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     labels = {"namespace": NAMESPACE, "app": "web"}
     data = directory / "prometheus-data"
     shutil.rmtree(data, ignore_errors=True)
-    backfill(series, data, METRIC, labels)
+    backfill(data, METRIC, [(series, labels)])
     prometheus = LocalPrometheus(data, detached=True).start()
     state.update(prometheusPid=prometheus.pid, prometheusUrl=prometheus.url)
     query = selector(METRIC, labels)

@@ -54,24 +54,28 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def write_openmetrics(series: pd.Series, path: Path, metric: str, labels: dict[str, str]) -> None:
-    """`series` as one OpenMetrics gauge (timestamps in seconds), ending with `# EOF`."""
-    label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+def write_openmetrics(path: Path, metric: str, series: list[tuple[pd.Series, dict[str, str]]]) -> None:
+    """One OpenMetrics gauge `metric` with a series per (values, labels), timestamps in
+    seconds, ending with `# EOF` (samples of one series must be contiguous)."""
     with open(path, "w", encoding="utf-8") as out:
         out.write(f"# HELP {metric} Recorded load replayed by scalegate.\n# TYPE {metric} gauge\n")
-        for stamp, value in zip(series.index, series.to_numpy()):
-            out.write(f"{metric}{{{label_text}}} {_number(value)} {stamp.timestamp():.3f}\n")
+        for values, labels in series:
+            label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+            # Seconds since the epoch whatever the index's resolution (pandas may use us or ns).
+            seconds = (values.index - pd.Timestamp(0, tz=values.index.tz)) / pd.Timedelta(seconds=1)
+            for stamp, value in zip(seconds, values.to_numpy()):
+                out.write(f"{metric}{{{label_text}}} {_number(value)} {stamp:.3f}\n")
         out.write("# EOF\n")
 
 
-def backfill(series: pd.Series, data_dir: Path, metric: str, labels: dict[str, str]) -> None:
-    """Write `series` (already placed in time) into a TSDB at `data_dir`."""
+def backfill(data_dir: Path, metric: str, series: list[tuple[pd.Series, dict[str, str]]]) -> None:
+    """Write the series (already placed in time) into a TSDB at `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     source = data_dir.parent / f"{data_dir.name}.om"
-    write_openmetrics(series, source, metric, labels)
+    write_openmetrics(source, metric, series)
     proc = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
                            f"--max-block-duration={MAX_BLOCK_DURATION}", str(source), str(data_dir)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1800)
     source.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"promtool could not backfill the series: {proc.stderr.strip() or proc.stdout.strip()}")
