@@ -140,6 +140,14 @@ class Cluster:
         finally:
             self.delete_namespace(probe)
 
+    def component_kubeconfigs(self, directory: Path) -> dict[str, Path]:
+        """Install the components' ServiceAccounts and RBAC from manifests/, and return
+        kubeconfigs with real tokens of scalegate:operator and scalegate:forecaster."""
+        self.kubectl("apply", "-f", str(MANIFESTS / "base" / "namespace.yaml"))
+        self.kubectl("apply", "-f", str(MANIFESTS / "base" / "rbac"))
+        return {name: self.service_account_kubeconfig("scalegate", name, directory)
+                for name in ("operator", "forecaster")}
+
     def create_namespace(self, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.core().create_namespace({"metadata": {"name": name, "labels": {"scalegate.io/test": "true"}}})

@@ -217,10 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub) -> None:
     """Subcommands that live in their own modules register themselves here."""
-    try:  # TEMPORARY while the forecaster lands; removed before the first CI run
-        from .forecast import backtest_cli
-    except ImportError:
-        return
+    from .forecast import backtest_cli
+
     backtest_cli.register(sub)
 
 

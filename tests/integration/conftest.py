@@ -8,24 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import MANIFESTS, Cluster
+from harness import Cluster
 from operator_harness import OperatorProcess, Scenario
-
-
-def install_component_rbac(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(MANIFESTS / "base" / "namespace.yaml"))
-    cluster.kubectl("apply", "-f", str(MANIFESTS / "base" / "rbac"))
 
 
 @pytest.fixture(scope="session")
 def component_kubeconfigs(cluster: Cluster, tmp_path_factory) -> dict[str, Path]:
     """Kubeconfigs with real tokens of scalegate:operator and scalegate:forecaster."""
     directory = tmp_path_factory.mktemp("sa-kubeconfigs")
-    if os.environ.get("SCALEGATE_TEST_OPERATOR_AS_ADMIN"):  # local iteration only
-        return {"operator": cluster.kubeconfig, "forecaster": cluster.kubeconfig}
-    install_component_rbac(cluster)
-    return {name: cluster.service_account_kubeconfig("scalegate", name, directory)
-            for name in ("operator", "forecaster")}
+    return cluster.component_kubeconfigs(directory)
 
 
 @pytest.fixture(scope="module")

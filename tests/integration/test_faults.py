@@ -11,8 +11,11 @@ import random
 import threading
 import time
 
-from harness import wait_for
+import pytest
+
+from harness import Cluster, wait_for
 from operator_harness import OperatorProcess, Scenario, policy, proposal
+from scalegate.devcluster import DevCluster
 
 KILLS = int(os.environ.get("SCALEGATE_FAULT_KILLS", "6"))
 TARGETS = int(os.environ.get("SCALEGATE_FAULT_TARGETS", "12"))
@@ -101,3 +104,55 @@ def test_concurrent_writer_is_never_overwritten(cluster, namespace, operator):
         else:
             assert status["reason"] == "TargetChanged"
     assert any(o["phase"] == "Stale" for o in outcomes), "the race never happened; the test proves nothing"
+
+
+def test_api_server_and_etcd_restart_while_applying(tmp_path):
+    """kube-apiserver and etcd crash (SIGKILL) and come back while approvals are being
+    applied: the operator recovers by itself, applies each approved proposal exactly once,
+    and applies nothing else. A private control plane, so the session's is not disturbed."""
+    if os.environ.get("SCALEGATE_TEST_KUBECONFIG"):
+        pytest.skip("restarts a dev control plane's processes")
+    dev = DevCluster(state_dir=tmp_path / "cluster", log=lambda m: None)
+    dev.up()
+    try:
+        cluster = Cluster(kubeconfig=dev.kubeconfig, dev=dev)
+        cluster.install_crds()
+        kubeconfigs = cluster.component_kubeconfigs(tmp_path)
+        namespace = cluster.create_namespace("restart")
+        s = Scenario(cluster, namespace)
+        s.grant_approve()
+        count = 8
+        for i in range(count):
+            s.deploy(f"app-{i}", 2)
+            s.create("scalingpolicies", policy(f"app-{i}", f"app-{i}", min_replicas=1, max_replicas=20))
+            s.create("scalingproposals", proposal(f"app-{i}", f"app-{i}", f"app-{i}", current=2, replicas=4))
+        # One proposal stays unapproved: it must never be applied.
+        s.deploy("idle", 2)
+        s.create("scalingpolicies", policy("idle", "idle", min_replicas=1, max_replicas=20))
+        s.create("scalingproposals", proposal("never", "idle", "idle", current=2, replicas=9))
+        apps = cluster.apps()
+        generations = {f"app-{i}": apps.read_namespaced_deployment(f"app-{i}", namespace).metadata.generation
+                       for i in range(count)}
+        op = OperatorProcess(kubeconfigs["operator"], tmp_path / "operator.log", namespaces=[namespace]).start()
+        try:
+            for i in range(count // 2):
+                s.approve(f"app-{i}")
+            dev.restart(("etcd", "kube-apiserver"))
+            # Fresh clients: the old connections died with the server.
+            cluster._clients.clear()
+            s.custom = cluster.custom()
+            for i in range(count // 2, count):
+                s.approve(f"app-{i}")
+            for i in range(count):
+                s.wait_phase(f"app-{i}", "Applied", timeout=120)
+            assert op.proc.poll() is None, "the operator died instead of recovering"
+        finally:
+            op.stop()
+        for i in range(count):
+            deployment = cluster.apps().read_namespaced_deployment(f"app-{i}", namespace)
+            assert deployment.spec.replicas == 4
+            assert deployment.metadata.generation == generations[f"app-{i}"] + 1
+        assert s.get_proposal("never")["status"]["phase"] == "Pending"
+        assert cluster.apps().read_namespaced_deployment("idle", namespace).spec.replicas == 2
+    finally:
+        dev.down(quiet=True)

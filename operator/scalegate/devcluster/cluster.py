@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -41,6 +41,7 @@ class ProcessRecord:
     pid: int
     binary: str
     log: str
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +214,31 @@ class DevCluster:
         if not quiet:
             self.log(f"dev cluster stopped; removed {self.state_dir}")
 
+    def restart(self, names: tuple[str, ...] = ("kube-apiserver",), kill: bool = True,
+                timeout: float = 120.0) -> ClusterState:
+        """Stop the named processes (SIGKILL, like a crash, unless `kill` is False) and
+        start them again with the same arguments, on the same ports and data; for fault
+        tests. Waits until the API server is ready again."""
+        state = self.read_state()
+        if state is None:
+            raise DevClusterError("dev cluster is not running")
+        order = [p for p in state.processes if p.name in names]
+        for proc in reversed(order):
+            if kill and _pid_is(proc.pid, proc.binary):
+                os.kill(proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while _pid_is(proc.pid, proc.binary) and time.monotonic() < deadline:
+                    _reap(proc.pid)
+                    time.sleep(0.05)
+            else:
+                self._stop(proc)
+        for proc in order:
+            state.processes.remove(proc)
+            self._spawn(proc.name, Path(proc.binary), proc.args, state)
+        self._write_state(state)
+        self._wait_ready(state, timeout)
+        return state
+
     def status(self) -> dict:
         state = self.read_state()
         if state is None:
@@ -242,7 +268,7 @@ class DevCluster:
                 cwd=self.state_dir,
             )
         self._children[proc.pid] = proc
-        record = ProcessRecord(name=name, pid=proc.pid, binary=str(binary), log=str(log_path))
+        record = ProcessRecord(name=name, pid=proc.pid, binary=str(binary), log=str(log_path), args=list(args))
         state.processes.append(record)
         return record
 
