@@ -138,6 +138,15 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    from .forecast import backtest_cli
+
+    parser = argparse.ArgumentParser(prog="scalegate")
+    backtest_cli.register(parser.add_subparsers(dest="command"))
+    real = parser.parse_args(["backtest", *args.rest])
+    return real.func(real)
+
+
 def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
     import os
 
@@ -217,14 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub) -> None:
     """Subcommands that live in their own modules register themselves here."""
-    from .forecast import backtest_cli
-
-    backtest_cli.register(sub)
+    # Imported only for `backtest`, so the operator does not load pandas and statsmodels.
+    bt = sub.add_parser("backtest", add_help=False, help="replay a recorded load series and compare scalegate "
+                        "with baseline scalers")
+    bt.set_defaults(func=_backtest)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "backtest" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     return args.func(args)
 
 

@@ -166,12 +166,15 @@ def regularize(
             "the query must return a finite number at every step",
         )
     step = int(step_seconds) if step_seconds else infer_step_seconds(series.index)
-    seconds = _epoch_seconds(series.index) - _epoch_seconds(series.index[:1])[0]
-    positions = seconds / step
-    # Samples off the grid by under 10% of a step (scrape jitter) are snapped to it.
-    if np.any(np.abs(positions - np.round(positions)) > 0.1):
+    positions = (_epoch_seconds(series.index) - _epoch_seconds(series.index[:1])[0]) / step
+    # The grid's phase is the median offset, so one late first sample does not shift it;
+    # samples within a quarter step of the grid (scrape jitter) are snapped to it.
+    phase = float(np.median(positions - np.round(positions)))
+    positions = positions - phase
+    if np.any(np.abs(positions - np.round(positions)) > 0.25):
         raise ForecastError("InvalidData", f"timestamps do not follow a {step}s step")
     positions = np.round(positions).astype(np.int64)
+    origin = (series.index[0] + pd.to_timedelta(phase * step, unit="s")).round("s")
     jumps = np.diff(positions)
     long_gaps = np.flatnonzero(jumps > max_gap_steps + 1)
     dropped_before = None
@@ -179,6 +182,7 @@ def regularize(
         cut = long_gaps[-1] + 1
         gap_start = series.index[cut - 1]
         dropped_before = series.index[cut]
+        origin = origin + pd.to_timedelta(int(positions[cut]) * step, unit="s")
         series, positions = series.iloc[cut:], positions[cut:] - positions[cut]
         kept = (positions[-1] + 1) * step
         if kept < min_history_seconds:
@@ -193,7 +197,7 @@ def regularize(
             "InsufficientData",
             f"only {_human(span)} of history, need at least {_human(min_history_seconds)} (two daily seasons)",
         )
-    grid = series.index[0] + pd.to_timedelta(np.arange(positions[-1] + 1) * step, unit="s")
+    grid = origin + pd.to_timedelta(np.arange(positions[-1] + 1) * step, unit="s")
     filled = np.full(len(grid), np.nan)
     filled[positions] = series.to_numpy()
     missing = int(np.isnan(filled).sum())

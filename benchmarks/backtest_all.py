@@ -1,0 +1,185 @@
+"""Backtest every recorded series and time the forecaster.
+
+Runs ``scalegate backtest`` (the library call behind it) on each CSV in the
+load directory, one process per core, with the contract's default setting
+(capacity = p99 / 20, 7 training days, the next 7 evaluated, hourly decisions
+covering the next hour), then prints a table per series, the means, a JSON
+summary, and the CPU time of one forecast on 14 days of 5-minute history.
+
+Usage::
+
+    python benchmarks/backtest_all.py [LOAD_DIR] [--workers 2] [--json OUT.json]
+        [--interval peak|pointwise] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
+
+``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or ``/work/shared/data/load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scalegate.forecast import forecast_series, load_csv
+from scalegate.forecast.backtest import DEFAULT_STRATEGIES, EXTRA_STRATEGIES, BacktestSettings, run_backtest
+from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
+
+DEFAULT_LOAD_DIR = "/work/shared/data/load"
+
+
+def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict]:
+    path, settings, strategies = job
+    started = time.monotonic()
+    result = run_backtest(load_csv(path), settings, strategies)
+    out = result.to_json()
+    out["settings"]["wall_seconds"] = time.monotonic() - started
+    print(f"  done {Path(path).name} in {out['settings']['wall_seconds']:.0f}s", file=sys.stderr, flush=True)
+    return Path(path).stem, out
+
+
+def time_forecasts(path: str, calls: int) -> dict:
+    """CPU milliseconds per forecast_series call on the last 14 days of ``path`` (5-minute data)."""
+    series = load_csv(path)
+    history = series.iloc[-14 * 288 :]
+    forecast_series(history, 3600, 0.95)  # imports and caches
+    per_call = []
+    for i in range(calls):
+        window = series.iloc[len(series) - 14 * 288 - i : len(series) - i]
+        started = time.process_time()
+        try:
+            forecast_series(window, 3600, 0.95)
+        except Exception:  # noqa: BLE001 - a refusal costs time too; it is what is measured
+            pass
+        per_call.append(time.process_time() - started)
+    per_call_ms = 1000 * np.asarray(per_call)
+    return {
+        "series": Path(path).name,
+        "points": len(history),
+        "calls": calls,
+        "mean_ms": float(per_call_ms.mean()),
+        "p95_ms": float(np.percentile(per_call_ms, 95)),
+        "projected_1000_policies_on_2_cores_s": float(per_call_ms.mean() * 1000 / 2 / 1000),
+    }
+
+
+def summarise(results: dict[str, dict], strategies: tuple[str, ...]) -> dict:
+    """Per strategy: mean and worst under-provisioning, mean replica-hours / oracle, mean MASE."""
+    summary = {}
+    for name in strategies:
+        under = [r["strategies"][name]["under_provisioned_fraction"] for r in results.values()]
+        ratio = [
+            r["strategies"][name]["replica_hours"] / r["strategies"]["oracle"]["replica_hours"]
+            for r in results.values()
+        ]
+        mase = [r["strategies"][name]["mase"] for r in results.values() if r["strategies"][name]["mase"] is not None]
+        coverage = [
+            r["settings"]["bound_coverage"][name] for r in results.values() if name in r["settings"]["bound_coverage"]
+        ]
+        summary[name] = {
+            "mean_under_provisioned": float(np.mean(under)),
+            "worst_under_provisioned": float(np.max(under)),
+            "mean_replica_hours_vs_oracle": float(np.mean(ratio)),
+            "mean_mase": float(np.mean(mase)) if mase else None,
+            "mean_proposals": float(np.mean([r["strategies"][name]["proposals"] for r in results.values()])),
+            "mean_bound_coverage": float(np.mean(coverage)) if coverage else None,
+            "worst_bound_coverage": float(np.min(coverage)) if coverage else None,
+        }
+    return summary
+
+
+def print_table(results: dict[str, dict], strategies: tuple[str, ...], summary: dict) -> None:
+    print("under-provisioned % / replica-hours vs oracle / MASE / proposals, per series and strategy\n")
+    header = f"{'series':34s}" + "".join(f"{name:>26s}" for name in strategies)
+    print(header)
+    for series, result in sorted(results.items()):
+        oracle_hours = result["strategies"]["oracle"]["replica_hours"]
+        cells = []
+        for name in strategies:
+            f = result["strategies"][name]
+            mase = "-" if f["mase"] is None else f"{f['mase']:.2f}"
+            cells.append(
+                f"{100 * f['under_provisioned_fraction']:5.1f}% {f['replica_hours'] / oracle_hours:4.2f}x "
+                f"{mase:>4s} {f['proposals']:4d}"
+            )
+        print(f"{series[:34]:34s}" + "".join(f"{c:>26s}" for c in cells))
+    print()
+    for name, s in summary.items():
+        mase = "-" if s["mean_mase"] is None else f"{s['mean_mase']:.2f}"
+        coverage = (
+            f"  peak under bound {s['mean_bound_coverage']:.3f} (worst {s['worst_bound_coverage']:.3f})"
+            if s["mean_bound_coverage"] is not None
+            else ""
+        )
+        print(
+            f"{name:20s} mean under {100 * s['mean_under_provisioned']:5.2f}%  worst "
+            f"{100 * s['worst_under_provisioned']:5.2f}%  replica-hours {s['mean_replica_hours_vs_oracle']:.3f}x oracle"
+            f"  MASE {mase}  proposals {s['mean_proposals']:.0f}{coverage}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("load_dir", nargs="?", default=os.environ.get("SCALEGATE_LOAD_DIR", DEFAULT_LOAD_DIR))
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--json", dest="json_out", help="also write the JSON summary to this file")
+    parser.add_argument("--interval", choices=("peak", "pointwise"), default="peak")
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help=f"scalegate's candidates, from {','.join(ALL_MODELS)}"
+    )
+    parser.add_argument("--extra", action="store_true", help=f"also run {', '.join(EXTRA_STRATEGIES)}")
+    parser.add_argument("--timing-calls", type=int, default=50)
+    parser.add_argument(
+        "--only", help="comma-separated strategies to run (oracle is always added), e.g. scalegate for a quick check"
+    )
+    args = parser.parse_args(argv)
+
+    paths = sorted(str(p) for p in Path(args.load_dir).glob("*.csv"))
+    if not paths:
+        print(f"no CSV files in {args.load_dir}", file=sys.stderr)
+        return 2
+    strategies = DEFAULT_STRATEGIES + (EXTRA_STRATEGIES if args.extra else ())
+    if args.only:
+        strategies = tuple(dict.fromkeys([*args.only.split(","), "oracle"]))
+    settings = BacktestSettings(
+        interval=args.interval, confidence=args.confidence, models=tuple(args.models.split(","))
+    )
+    print(f"backtesting {len(paths)} series on {args.workers} worker(s)...", file=sys.stderr)
+    with multiprocessing.Pool(args.workers) as pool:
+        results = dict(pool.map(_one, [(p, settings, strategies) for p in paths], chunksize=1))
+    summary = summarise(results, strategies)
+    print_table(results, strategies, summary)
+
+    five_minute = [p for p in paths if load_csv(p).index.to_series().diff().median().total_seconds() == 300]
+    timing = time_forecasts(five_minute[0], args.timing_calls) if five_minute and args.timing_calls else None
+    if timing:
+        print(
+            f"\nforecast_series on {timing['points']} points ({timing['series']}): {timing['mean_ms']:.0f} ms CPU per "
+            f"call (p95 {timing['p95_ms']:.0f} ms); 1,000 policies on 2 cores: "
+            f"~{timing['projected_1000_policies_on_2_cores_s']:.0f} s"
+        )
+    report = {
+        "settings": {
+            "interval": args.interval,
+            "confidence": args.confidence,
+            "models": settings.models,
+            "load_dir": args.load_dir,
+        },
+        "summary": summary,
+        "series": results,
+        "forecast_timing": timing,
+    }
+    print("\n" + json.dumps({"summary": summary, "forecast_timing": timing}, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Operator memory (RSS) while it watches many proposals, most of them terminal, on the real
+dev control plane.
+
+    .venv/bin/python benchmarks/operator_memory.py                  # 5,000 proposals, 100 Pending
+    .venv/bin/python benchmarks/operator_memory.py --proposals 20000 --pending 200
+
+Set-up is apply_throughput.py's `Bench` (a private dev cluster, the CRDs, the RBAC from
+manifests/, a TokenRequest kubeconfig of scalegate:operator), loaded from that file. In one
+namespace: `--policies` ScalingPolicies, each with its share of proposals as the forecaster
+writes them (with their forecast evidence); all but `--pending` of them are made terminal
+(Applied, Rejected, Expired in turn) through the status subresource as the admin, and the
+newest proposal of each policy stays Pending.
+
+Two runs of `scalegate operator --namespace NS`, each as its ServiceAccount:
+  1. baseline: the same namespace before any proposal exists (0 proposals);
+  2. loaded: after all proposals exist. It has seen them all when kopf has logged one
+     `proposal_event` per proposal and the gauge scalegate_proposals_active on its /metrics
+     port equals the number of Pending ones (and both held still for 2 s).
+Each run then samples VmRSS from /proc/PID/status every `--interval` seconds for
+`--sample-seconds`; reported: median and max RSS, the RSS right after start-up, and VmHWM
+(the peak, which includes the initial listing). Goal: loaded max RSS <= 150 MB.
+Prints a table and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import kubernetes
+
+GOAL_MB = 150.0
+GROUP, VERSION = "scalegate.io", "v1alpha1"
+TERMINAL_PHASES = ("Applied", "Rejected", "Expired")
+
+
+def load_apply_throughput():
+    """benchmarks/apply_throughput.py as a module (benchmarks/ is no package)."""
+    path = Path(__file__).resolve().with_name("apply_throughput.py")
+    spec = importlib.util.spec_from_file_location("scalegate_bench_apply_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def mb(kb: float) -> float:
+    return kb / 1024
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- objects ---------------------------------------------------------------------------
+def proposal_body(namespace: str, policy: str, name: str, valid_until: dt.datetime, now: dt.datetime) -> dict:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": policy}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal",
+        "metadata": {"name": name, "labels": {"scalegate.io/policy": policy},
+                     "annotations": {"scalegate.io/proposed-by": "system:serviceaccount:scalegate:forecaster"}},
+        "spec": {
+            "policyRef": {"name": policy}, "targetRef": target, "currentReplicas": 4, "replicas": 6,
+            "validUntil": stamp(valid_until),
+            "reason": "peak of 290 req/s (95% upper bound) expected at 21:10; 6 x 50 req/s covers it",
+            "forecast": {
+                "model": "holt-winters(additive, seasonal=288)",
+                "query": f'sum(rate(http_requests_total{{namespace="{namespace}",app="{policy}"}}[5m]))',
+                "window": {"start": stamp(now - dt.timedelta(days=14)), "end": stamp(now), "points": 4032},
+                "horizonSeconds": 3600, "resolutionSeconds": 300, "predictedPeak": 262.5,
+                "peakTime": stamp(now + dt.timedelta(minutes=40)), "upperBound": 290.25, "lowerBound": 240.0,
+                "confidence": 0.95, "coverage": 0.94, "capacityPerReplica": 50,
+                "backtestError": {"metric": "MASE", "value": 0.61},
+            },
+        },
+    }
+
+
+def terminal_status(phase: str, policy: str, now: dt.datetime) -> dict:
+    at = stamp(now)
+    if phase == "Applied":
+        reason, message = "Applied", f"scaled Deployment/{policy} from 4 to 6 replicas, approved by alice"
+        extra = {"approvedBy": "alice", "approvedAt": at, "appliedAt": at, "previousReplicas": 4,
+                 "appliedReplicas": 6}
+        applied = ("True", reason, message)
+    elif phase == "Rejected":
+        reason, message = "RejectedByUser", "rejected by alice: not before the sale"
+        extra = {"rejectedBy": "alice"}
+        applied = ("False", reason, message)
+    else:
+        reason = "Expired"
+        message = f"expired at {at} before it was applied; a new forecast will propose again if still needed"
+        extra = {}
+        applied = ("False", reason, message)
+    conditions = [{"type": "Applied", "status": applied[0], "reason": applied[1], "message": applied[2],
+                   "lastTransitionTime": at, "observedGeneration": 1}]
+    if phase == "Applied":
+        conditions.append({"type": "Approved", "status": "True", "reason": "Approved", "message": "approved by alice",
+                           "lastTransitionTime": at, "observedGeneration": 1})
+    return {"phase": phase, "reason": reason, "message": message, "observedGeneration": 1, "finishedAt": at,
+            "conditions": conditions, **extra}
+
+
+def create_policies(bench, namespace: str, count: int) -> list[str]:
+    custom = kubernetes.client.CustomObjectsApi(bench.admin)
+    names = [f"app-{p:04d}" for p in range(count)]
+    for name in names:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "scalingpolicies", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingPolicy", "metadata": {"name": name},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": 2, "maxReplicas": 20, "maxStepUp": 5, "cooldownSeconds": 600}})
+    return names
+
+
+def create_proposals(bench, namespace: str, policies: list[str], total: int, pending: int, threads: int) -> dict:
+    """`total` proposals spread over `policies`; all but the newest `pending` made terminal."""
+    custom = kubernetes.client.CustomObjectsApi(bench.admin)
+    now = dt.datetime.now(dt.timezone.utc)
+    count = len(policies)
+    terminal = [(policies[i % count], f"{policies[i % count]}-{i // count:05d}", TERMINAL_PHASES[i % 3])
+                for i in range(total - pending)]
+    # The newest proposal of a policy is the one that can still be Pending: created last,
+    # and named to sort last should creation timestamps tie (the operator's tie-breaker).
+    waiting = [(policies[i % count], f"{policies[i % count]}-zz-pending-{i // count:03d}") for i in range(pending)]
+
+    def terminal_one(item) -> None:
+        policy, name, phase = item
+        until = now - dt.timedelta(minutes=5) if phase == "Expired" else now + dt.timedelta(hours=1)
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "scalingproposals",
+                                               proposal_body(namespace, policy, name, until, now))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "scalingproposals", name,
+                                                     {"status": terminal_status(phase, policy, now)})
+
+    def pending_one(item) -> None:
+        policy, name = item
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "scalingproposals",
+                                               proposal_body(namespace, policy, name, now + dt.timedelta(hours=4), now))
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(terminal_one, terminal))
+    time.sleep(1.1)  # creation timestamps have one-second resolution: the Pending ones are newer
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(pending_one, waiting))
+    seconds = time.monotonic() - started
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "scalingproposals")["items"]
+    phases: dict[str, int] = {}
+    for item in items:
+        phase = (item.get("status") or {}).get("phase") or "(none yet)"
+        phases[phase] = phases.get(phase, 0) + 1
+    return {"proposals": len(items), "policies": count, "phases": phases, "create_seconds": round(seconds, 1),
+            "mean_object_bytes": round(len(json.dumps(items)) / max(1, len(items)))}
+
+
+# -- the operator ----------------------------------------------------------------------
+class Operator:
+    def __init__(self, bench, namespace: str, label: str, workers: int):
+        self.bench, self.namespace, self.label = bench, namespace, label
+        self.metrics_port = free_port()
+        self.log_path = bench.state / f"operator-{label}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(bench.operator_kubeconfig),
+             "--namespace", namespace, "--metrics-port", str(self.metrics_port), "--liveness", "",
+             "--workers", str(workers)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        log.close()
+        bench.operator = self.proc  # Bench.close() stops it whatever happens
+        self.started_at = time.monotonic()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_started(self, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while "scalegate operator started" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"operator did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return time.monotonic() - self.started_at
+
+    def events_handled(self) -> int:
+        return self.log().count("Handler 'proposal_event' succeeded")
+
+    def active_gauge(self) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("scalegate_proposals_active "):
+                return float(line.split()[1])
+        return None
+
+    def wait_seen_all(self, proposals: int, pending: int, timeout: float = 900) -> float:
+        """Until one event per proposal was handled and every Pending one is tracked, steady for 2 s."""
+        deadline = time.monotonic() + timeout
+        steady_since, last = None, None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited:\n{self.log()[-3000:]}")
+            state = (self.events_handled(), self.active_gauge())
+            if state[0] >= proposals and state[1] == pending:
+                if state != last:
+                    steady_since = time.monotonic()
+                if time.monotonic() - steady_since >= 2.0:
+                    return steady_since - self.started_at
+            last = state
+            time.sleep(0.25)
+        raise RuntimeError(f"operator did not see all {proposals} proposals: events {last}")
+
+    def sample(self, seconds: float, interval: float) -> dict:
+        pid = self.proc.pid
+        samples = []
+        end = time.monotonic() + seconds
+        while True:
+            samples.append(proc_status_kb(pid, "VmRSS"))
+            if time.monotonic() + interval > end:
+                break
+            time.sleep(interval)
+        return {"samples_mb": [round(mb(s), 1) for s in samples], "median_mb": round(mb(statistics.median(samples)), 1),
+                "max_mb": round(mb(max(samples)), 1), "hwm_mb": round(mb(proc_status_kb(pid, "VmHWM")), 1)}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+def run(bench, namespace: str, label: str, proposals: int, pending: int, args) -> dict:
+    operator = Operator(bench, namespace, label, args.workers)
+    try:
+        startup = operator.wait_started()
+        at_start = mb(proc_status_kb(operator.proc.pid, "VmRSS"))
+        seen = operator.wait_seen_all(proposals, pending)
+        result = operator.sample(args.sample_seconds, args.interval)
+        result.update(at_start_mb=round(at_start, 1), startup_seconds=round(startup, 2),
+                      seen_all_seconds=round(seen, 2), events_handled=operator.events_handled(),
+                      active_gauge=operator.active_gauge())
+        if operator.proc.poll() is not None:
+            raise RuntimeError(f"operator exited while sampled:\n{operator.log()[-3000:]}")
+        return result
+    finally:
+        operator.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--proposals", type=int, default=5000)
+    parser.add_argument("--pending", type=int, default=100, help="proposals left Pending (default 100)")
+    parser.add_argument("--policies", type=int, default=100, help="policies the proposals belong to (default 100)")
+    parser.add_argument("--sample-seconds", type=float, default=20.0)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between RSS samples (default 1)")
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=16, help="client threads creating the proposals")
+    args = parser.parse_args()
+    if not 0 < args.pending <= args.policies <= args.proposals:
+        parser.error("need 0 < --pending <= --policies <= --proposals (one Pending proposal per policy at most)")
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the cluster is torn down below
+    bench = load_apply_throughput().Bench(workers=args.workers)
+    namespace = f"memory-{uuid.uuid4().hex[:5]}"
+    summary: dict = {"goal_max_rss_mb": GOAL_MB, "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        kubernetes.client.CoreV1Api(bench.admin).create_namespace({"metadata": {"name": namespace}})
+        policies = create_policies(bench, namespace, args.policies)
+        print(f"# baseline: operator on {namespace} with {len(policies)} policies and no proposal", file=sys.stderr)
+        summary["baseline"] = run(bench, namespace, "baseline", 0, 0, args)
+        print(f"# creating {args.proposals} proposals ({args.pending} Pending)", file=sys.stderr)
+        summary["population"] = create_proposals(bench, namespace, policies, args.proposals, args.pending,
+                                                 args.threads)
+        print(f"# loaded: {summary['population']}", file=sys.stderr)
+        summary["loaded"] = run(bench, namespace, "loaded", args.proposals, args.pending, args)
+    finally:
+        bench.close()
+
+    loaded, baseline = summary["loaded"], summary["baseline"]
+    summary["growth_mb"] = round(loaded["median_mb"] - baseline["median_mb"], 1)
+    summary["kb_per_proposal"] = round(1024 * summary["growth_mb"] / args.proposals, 2)
+    summary["goal_met"] = loaded["max_mb"] <= GOAL_MB
+    print(f"{'run':<10} {'proposals':>9} {'at start MB':>12} {'median MB':>10} {'max MB':>8} {'peak (HWM) MB':>14} "
+          f"{'seen all s':>11}")
+    for label, count in (("baseline", 0), ("loaded", args.proposals)):
+        r = summary[label]
+        print(f"{label:<10} {count:>9} {r['at_start_mb']:>12.1f} {r['median_mb']:>10.1f} {r['max_mb']:>8.1f} "
+              f"{r['hwm_mb']:>14.1f} {r['seen_all_seconds']:>11.1f}")
+    print(f"growth {summary['growth_mb']:.1f} MB ({summary['kb_per_proposal']:.2f} kB per proposal); "
+          f"goal max <= {GOAL_MB:.0f} MB: {'met' if summary['goal_met'] else 'NOT met'}")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+from scalegate.forecast.models import HoltWinters, MSTLHolt, SeasonalNaive
+from scalegate.forecast.series import ForecastError
+
+pytestmark = pytest.mark.unit
+
+SEASON = 24
+
+
+def seasonal_series(days, noise=0.5, weekly=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * SEASON)
+    daily = 10 * np.sin(2 * np.pi * t / SEASON)
+    week = weekly * np.sin(2 * np.pi * t / (7 * SEASON))
+    return 50 + daily + week + rng.normal(0, noise, len(t))
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    y = np.arange(12.0)
+    fitted = SeasonalNaive(4).fit(y)
+    np.testing.assert_array_equal(fitted.forecast(6), [8, 9, 10, 11, 8, 9])
+    # from origin 6 (having seen y[:6]) it repeats y[2:6]
+    np.testing.assert_array_equal(fitted.rolling_forecasts(np.array([6]), 4)[0], [2, 3, 4, 5])
+
+
+def test_holt_winters_forecast_matches_statsmodels():
+    y = seasonal_series(6)
+    fitted = HoltWinters(SEASON).fit(y)
+    assert fitted.description == f"holt-winters(additive, damped, seasonal={SEASON})"
+    reference = (
+        ExponentialSmoothing(
+            y, trend="add", damped_trend=True, seasonal="add", seasonal_periods=SEASON, initialization_method="heuristic"
+        )
+        .fit(method="L-BFGS-B", use_brute=False)
+        .forecast(30)
+    )
+    np.testing.assert_allclose(fitted.forecast(30), reference, rtol=1e-9)
+
+
+def test_holt_winters_one_step_rolling_forecasts_are_the_filtered_predictions():
+    y = seasonal_series(6)
+    model = ExponentialSmoothing(
+        y, trend="add", damped_trend=True, seasonal="add", seasonal_periods=SEASON, initialization_method="heuristic"
+    ).fit(method="L-BFGS-B", use_brute=False)
+    fitted = HoltWinters(SEASON).fit(y)
+    origins = np.arange(SEASON, len(y))
+    # fittedvalues[o] is the one-step prediction made with y[:o]: the states are causal
+    np.testing.assert_allclose(fitted.rolling_forecasts(origins, 1)[:, 0], model.fittedvalues[origins], rtol=1e-9)
+
+
+def test_holt_winters_tracks_a_clean_season():
+    y = seasonal_series(8, noise=0.1)
+    fitted = HoltWinters(SEASON).fit(y[:-SEASON])
+    np.testing.assert_allclose(fitted.forecast(SEASON), seasonal_series(8, noise=0)[-SEASON:], atol=1.0)
+
+
+def test_holt_without_season_on_a_level_shift_follows_the_new_level():
+    y = np.concatenate([np.full(100, 10.0), np.full(50, 30.0)]) + np.random.default_rng(1).normal(0, 0.2, 150)
+    fitted = HoltWinters(None).fit(y)
+    assert fitted.description == "holt(additive, damped)"
+    assert abs(fitted.forecast(3)[0] - 30) < 2
+
+
+def test_constant_series_fits_without_error():
+    fitted = HoltWinters(SEASON).fit(np.full(5 * SEASON, 4.0))
+    np.testing.assert_allclose(fitted.forecast(5), 4.0, atol=1e-6)
+
+
+def test_too_short_for_two_seasons_is_refused():
+    with pytest.raises(ForecastError) as err:
+        HoltWinters(SEASON).fit(np.ones(2 * SEASON - 1))
+    assert err.value.reason == "InsufficientData"
+
+
+def test_mstl_uses_daily_and_weekly_seasons_and_leaves_the_holdout_out():
+    y = seasonal_series(22, noise=0.3, weekly=8.0)
+    holdout = 2 * SEASON
+    fitted = MSTLHolt(SEASON, holdout=holdout).fit(y)
+    assert fitted.first_origin == len(y) - holdout
+    assert fitted.description.startswith(f"mstl(seasonal={SEASON},{7 * SEASON})")
+    origins = np.arange(fitted.first_origin, len(y) - 4)
+    forecasts = fitted.rolling_forecasts(origins, 4)
+    truth = np.stack([seasonal_series(22, noise=0, weekly=8.0)[origins + j] for j in range(4)], axis=1)
+    assert np.mean(np.abs(forecasts - truth)) < 1.5
+    # changing the held-out data cannot change the decomposition's seasonal profile
+    changed = y.copy()
+    changed[-holdout:] += 100
+    refit = MSTLHolt(SEASON, holdout=holdout).fit(changed)
+    np.testing.assert_allclose(refit.profile, fitted.profile)
+    # while the forecast from the end uses a decomposition of everything
+    clean = seasonal_series(24, noise=0, weekly=8.0)[len(y) :]
+    np.testing.assert_allclose(fitted.forecast(2 * SEASON), clean, atol=1.5)
+
+
+def test_mstl_needs_two_weeks_and_a_day_plus_the_holdout():
+    estimator = MSTLHolt(SEASON, holdout=SEASON)
+    assert estimator.min_length() == 2 * 7 * SEASON + SEASON + SEASON
+    with pytest.raises(ForecastError):
+        estimator.fit(np.ones(estimator.min_length() - 1))

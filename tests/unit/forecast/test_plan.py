@@ -1,0 +1,201 @@
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalegate.forecast import Forecast, ForecastError, forecast_series, load_csv
+from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
+
+pytestmark = pytest.mark.unit
+
+HOUR = 3600
+DAY = 86400
+
+
+def load_dir() -> Path:
+    """The shared recordings: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
+    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), Path(__file__).resolve().parents[3].parent / "shared/data/load"]
+    for candidate in candidates:
+        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
+            return Path(candidate)
+    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
+
+
+def real(name: str, days: float, start_day: float = 0.0) -> pd.Series:
+    series = load_csv(load_dir() / f"{name}.csv")
+    start = series.index[0] + pd.Timedelta(days=start_day)
+    return series[(series.index >= start) & (series.index < start + pd.Timedelta(days=days))]
+
+
+def synthetic(days=4.0, step=300, level=100.0, amplitude=30.0, noise=5.0, seed=0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    n = int(days * DAY / step)
+    index = pd.date_range("2024-03-01", periods=n, freq=f"{step}s", tz="UTC")
+    phase = 2 * np.pi * np.arange(n) * step / DAY
+    return pd.Series(level + amplitude * np.sin(phase) + rng.normal(0, noise, n), index=index)
+
+
+def test_forecast_on_five_minute_web_traffic():
+    series = real("nasa_http_jul95_5min", days=5)
+    forecast = forecast_series(series, HOUR, 0.95)
+    assert isinstance(forecast, Forecast)
+    assert forecast.resolution_seconds == 900
+    assert len(forecast.path) == 4
+    assert forecast.lower_bound <= forecast.predicted_peak <= forecast.upper_bound
+    assert forecast.upper_bound > max(forecast.path)  # bin means understate the 5-min peak
+    first = series.index[-1] + pd.Timedelta(minutes=5)
+    assert first <= forecast.peak_time < first + pd.Timedelta(hours=1)
+    assert (forecast.window_start, forecast.window_end, forecast.points) == (series.index[0], series.index[-1], len(series))
+    assert forecast.model in dict(forecast.candidates)
+    assert {name.split("(")[0] for name, _ in forecast.candidates} >= {"holt-winters", "holt", "seasonal-naive"}
+    assert 0 < forecast.backtest_error < 2
+    assert 0.7 <= forecast.coverage <= 1.0
+    assert forecast.backtest_metric == "MASE"
+    assert forecast.calibration_scores > 300
+
+
+def test_thirty_minute_data_models_at_its_own_step():
+    forecast = forecast_series(real("nyc_taxi", days=6), HOUR, 0.95)
+    assert forecast.resolution_seconds == 1800
+    assert len(forecast.path) == 2
+    assert forecast.model.startswith("holt-winters(additive, damped, seasonal=48)")
+
+
+def test_upper_bound_holds_out_of_sample_on_a_real_series():
+    series = real("nasa_http_jul95_5min", days=9)
+    covered = []
+    for hour in range(24):
+        now = series.index[0] + pd.Timedelta(days=8, hours=hour)
+        forecast = forecast_series(series, HOUR, 0.95, now=now)
+        actual = series[(series.index >= now) & (series.index < now + pd.Timedelta(hours=1))].max()
+        covered.append(actual <= forecast.upper_bound)
+    assert np.mean(covered) >= 0.8  # 95% on average; one day is a small sample
+
+
+def test_bound_covers_the_peak_of_a_noisy_daily_cycle():
+    series = synthetic(days=5)
+    history, future = series.iloc[:-12], series.iloc[-12:]
+    forecast = forecast_series(history, HOUR, 0.95)
+    truth = 100 + 30 * np.sin(2 * np.pi * ((np.arange(len(series)) * 300) % DAY) / DAY)[-12:].max()
+    assert forecast.lower_bound < truth < forecast.upper_bound
+    assert forecast.upper_bound >= future.max() - 5
+    assert forecast.upper_bound - forecast.lower_bound < 40  # noise sd 5: not absurdly wide
+    assert 0.85 <= forecast.coverage <= 1.0
+
+
+def test_higher_confidence_gives_a_higher_bound():
+    series = real("Twitter_volume_AMZN", days=5)
+    assert forecast_series(series, HOUR, 0.99).upper_bound >= forecast_series(series, HOUR, 0.9).upper_bound
+
+
+def test_pointwise_interval_bounds_each_sample_not_the_peak():
+    series = real("nasa_http_jul95_5min", days=5)
+    peak = forecast_series(series, HOUR, 0.95)
+    pointwise = forecast_series(series, HOUR, 0.95, interval="pointwise")
+    assert pointwise.interval == "pointwise"
+    assert pointwise.upper_bound < peak.upper_bound
+
+
+def test_constant_series_gives_the_constant():
+    index = pd.date_range("2024-01-01", periods=3 * 288, freq="300s", tz="UTC")
+    forecast = forecast_series(pd.Series(42.0, index=index), HOUR, 0.95)
+    assert forecast.upper_bound == pytest.approx(42.0)
+    assert forecast.lower_bound == pytest.approx(42.0)
+    assert forecast.predicted_peak == pytest.approx(42.0)
+    assert forecast.backtest_error == 0.0
+
+
+def test_level_shift_is_followed_within_hours():
+    series = synthetic(days=4, noise=2.0)
+    series.iloc[-72:] += 100  # the last six hours run 100 higher
+    forecast = forecast_series(series, HOUR, 0.95)
+    assert forecast.upper_bound > series.iloc[-12:].max() - 5
+
+
+def test_later_samples_than_now_are_ignored():
+    series = synthetic(days=4)
+    now = series.index[-100]
+    assert forecast_series(series, HOUR, 0.95, now=now) == forecast_series(series[series.index < now], HOUR, 0.95)
+
+
+def test_stale_data_is_metrics_unavailable():
+    series = synthetic(days=4)
+    with pytest.raises(ForecastError) as err:
+        forecast_series(series, HOUR, 0.95, now=series.index[-1] + pd.Timedelta(hours=1))
+    assert err.value.reason == "MetricsUnavailable"
+
+
+def test_short_history_is_insufficient():
+    with pytest.raises(ForecastError) as err:
+        forecast_series(synthetic(days=1.5), HOUR, 0.95)
+    assert err.value.reason == "InsufficientData"
+
+
+def test_empty_series_is_insufficient():
+    with pytest.raises(ForecastError) as err:
+        forecast_series(pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float), HOUR)
+    assert err.value.reason == "InsufficientData"
+
+
+def test_nan_is_invalid():
+    series = synthetic(days=3)
+    series.iloc[-5] = np.nan
+    with pytest.raises(ForecastError) as err:
+        forecast_series(series, HOUR)
+    assert err.value.reason == "InvalidData"
+
+
+def test_bursts_over_a_tiny_level_are_too_uncertain():
+    rng = np.random.default_rng(5)
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="300s", tz="UTC")
+    bursts = np.where(rng.random(len(index)) < 0.03, rng.pareto(1.0, len(index)) * 50, 0.0)
+    with pytest.raises(ForecastError) as err:
+        forecast_series(pd.Series(1.0 + rng.random(len(index)) + bursts, index=index), HOUR, 0.95)
+    assert err.value.reason == "TooUncertain"
+    assert "wider than" in err.value.message
+
+
+def test_mstl_is_opt_in_and_needs_three_weeks_and_a_day():
+    def tried(days, models):
+        forecast = forecast_series(
+            real("vm_cpu_readings_month_aggregated_cpu_mem", days=days), HOUR, 0.95, models=models
+        )
+        return [name for name, _ in forecast.candidates]
+
+    assert not any(name.startswith("mstl") for name in tried(22.1, DEFAULT_MODELS))
+    with_mstl = tried(22.1, ALL_MODELS)
+    assert any(name.startswith("mstl(seasonal=96,672)") for name in with_mstl)
+    assert len(with_mstl) == 4
+    assert not any(name.startswith("mstl") for name in tried(21.9, ALL_MODELS))
+
+
+def test_models_can_be_narrowed_and_are_checked():
+    forecast = forecast_series(synthetic(days=3), HOUR, 0.95, models=("holt",))
+    assert forecast.model == "holt(additive, damped)"
+    with pytest.raises(ValueError):
+        forecast_series(synthetic(days=3), HOUR, 0.95, models=("prophet",))
+
+
+def test_to_spec_is_the_contract_shape():
+    forecast = forecast_series(synthetic(days=3), HOUR, 0.95)
+    spec = forecast.to_spec("sum(rate(x[5m]))", 50)
+    assert set(spec) == {
+        "model", "query", "window", "horizonSeconds", "predictedPeak", "upperBound", "lowerBound",
+        "confidence", "capacityPerReplica", "backtestError",
+    }
+    assert spec["window"]["points"] == 3 * 288
+    assert spec["window"]["end"].endswith("Z")
+    assert spec["backtestError"]["metric"] == "MASE"
+
+
+def test_fourteen_days_of_five_minute_data_is_fast():
+    series = real("Twitter_volume_AMZN", days=14)
+    forecast_series(series, HOUR, 0.95)
+    started = time.process_time()
+    for _ in range(3):
+        forecast_series(series, HOUR, 0.95)
+    # the operator's budget is ~120 ms per policy; leave room for a loaded CI machine
+    assert (time.process_time() - started) / 3 < 0.4
