@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.date
             "replicas": sizing.replicas,
             "validUntil": format_time(now + dt.timedelta(seconds=policy.proposal_ttl_seconds)),
             "reason": sizing.reason,
-            "forecast": {
+            "forecast": _drop_none({
                 "model": forecast.model,
                 "query": spec.query,
                 "window": {"start": format_time(forecast.window_start), "end": format_time(forecast.window_end),
@@ -120,13 +121,19 @@ def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.date
                 "coverage": _num(forecast.coverage),
                 "capacityPerReplica": float(spec.capacity_per_replica),
                 "backtestError": {"metric": forecast.backtest_metric, "value": _num(forecast.backtest_error)},
-            },
+            }),
         },
     }
 
 
-def _num(value: float) -> float:
-    return round(float(value), 6)
+def _num(value: float) -> float | None:
+    """JSON has no NaN or infinity (e.g. coverage before enough hours could be checked)."""
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def _drop_none(tree: dict) -> dict:
+    return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in tree.items() if v is not None}
 
 
 def check_past_forecast(previous: Forecast, series) -> tuple[float, bool] | None:
