@@ -7,6 +7,7 @@ Ground floor: imports nothing else of scalegate and does no I/O.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -42,6 +43,11 @@ class Phase:
     ALL = (PENDING, APPROVED, APPLIED, REJECTED, EXPIRED, SUPERSEDED, STALE, FAILED)
 
 
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_API_VERSION = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?")
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]*")
+
+
 class InvalidObject(ValueError):
     """An object the API server accepted but scalegate cannot act on safely."""
 
@@ -61,7 +67,12 @@ def parse_time(value: Any) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError as err:
         raise InvalidObject(f"{value!r} is not an RFC 3339 timestamp") from err
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    try:
+        parsed.astimezone(dt.timezone.utc)
+    except OverflowError as err:  # e.g. 0001-01-01T00:00:00+01:00: no such instant in UTC
+        raise InvalidObject(f"{value!r} is outside the range of representable times") from err
+    return parsed
 
 
 def format_time(moment: dt.datetime) -> str:
@@ -111,11 +122,17 @@ class TargetRef:
     def parse(cls, raw: Any, where: str) -> "TargetRef":
         if not isinstance(raw, Mapping):
             raise InvalidObject(f"{where} must be an object with apiVersion, kind and name")
-        return cls(
+        ref = cls(
             api_version=_str(raw.get("apiVersion"), f"{where}.apiVersion"),
             kind=_str(raw.get("kind"), f"{where}.kind"),
             name=_str(raw.get("name"), f"{where}.name"),
         )
+        # The same patterns as the CRDs: these strings become parts of request paths.
+        for field_name, value, pattern in (("apiVersion", ref.api_version, _API_VERSION),
+                                           ("kind", ref.kind, _KIND), ("name", ref.name, _NAME)):
+            if not pattern.fullmatch(value):
+                raise InvalidObject(f"{where}.{field_name} {value!r} is not a valid {field_name}")
+        return ref
 
     def to_dict(self) -> dict[str, str]:
         return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
