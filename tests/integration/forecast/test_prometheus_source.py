@@ -130,10 +130,8 @@ def test_data_that_stopped_an_hour_ago_is_metrics_unavailable(recording):
 
 
 def test_harness_stops_prometheus_and_cleans_up(recording):
-    prom = PrometheusHarness(recording.iloc[-600:])
-    prom.start()
-    process, workdir = prom._process, prom._workdir
-    assert process.poll() is None and workdir.exists()
-    prom.stop()
+    with PrometheusHarness(recording.iloc[-600:]) as prom:
+        process, workdir = prom._server.process, prom._workdir
+        assert process.poll() is None and workdir.exists()
     assert process.returncode == 0  # a clean SIGTERM shutdown
     assert not workdir.exists()
