@@ -28,6 +28,15 @@ MANIFESTS = REPO / "manifests"
 APPROVAL_POLICY = "scalegate-approval"
 
 
+def load_dir() -> Path:
+    """The shared recorded load series: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
+    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), REPO.parent / "shared" / "data" / "load"]
+    for candidate in candidates:
+        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
+            return Path(candidate)
+    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
              message: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail with `message` on timeout."""

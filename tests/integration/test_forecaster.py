@@ -4,7 +4,6 @@ the proposal goes through git and a pipeline applies it approved."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import REPO, Cluster
+from harness import Cluster, load_dir
 from operator_harness import Scenario
 from prometheus_harness import PrometheusHarness, binaries_available
 from scalegate import metrics
@@ -22,8 +21,7 @@ from scalegate.forecaster import Forecaster
 from scalegate.handlers import _api_client
 from scalegate.kube import Kube
 
-LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR", REPO.parent / "shared" / "data" / "load"))
-SERIES = LOAD / "nasa_http_jul95_5min.csv"
+SERIES = load_dir() / "nasa_http_jul95_5min.csv"
 
 pytestmark = pytest.mark.skipif(not binaries_available(),
                                 reason="Debian's prometheus package (prometheus, promtool) is not installed")

@@ -1,8 +1,6 @@
 """The Prometheus source against a real Prometheus serving a recorded series."""
 
-import os
 import socket
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +9,8 @@ import pytest
 from prometheus_harness import PrometheusHarness, binaries_available
 from scalegate.forecast import ForecastError, forecast_series, load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
+
+from harness import load_dir
 
 pytestmark = [
     pytest.mark.integration,
@@ -21,15 +21,6 @@ pytestmark = [
 
 STEP = 300
 FOURTEEN_DAYS = 14 * 86400
-
-
-def load_dir() -> Path:
-    """The shared recordings: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
-    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), Path(__file__).resolve().parents[3].parent / "shared/data/load"]
-    for candidate in candidates:
-        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
-            return Path(candidate)
-    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
 
 
 @pytest.fixture(scope="module")

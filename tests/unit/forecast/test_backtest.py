@@ -1,7 +1,5 @@
 import argparse
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,18 +9,11 @@ from scalegate.forecast.backtest import DEFAULT_STRATEGIES, BacktestSettings, de
 from scalegate.forecast.backtest_cli import register
 from scalegate.forecast.series import load_csv
 
+from harness import load_dir
+
 pytestmark = pytest.mark.unit
 
 DAY = 86400
-
-
-def load_dir() -> Path:
-    """The shared recordings: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
-    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), Path(__file__).resolve().parents[3].parent / "shared/data/load"]
-    for candidate in candidates:
-        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
-            return Path(candidate)
-    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
 
 
 def daily_cycle(days=4, step=300, noise=0.0, seed=0) -> pd.Series:

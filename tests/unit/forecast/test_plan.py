@@ -1,6 +1,4 @@
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,19 +7,12 @@ import pytest
 from scalegate.forecast import Forecast, ForecastError, forecast_series, load_csv
 from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
 
+from harness import load_dir
+
 pytestmark = pytest.mark.unit
 
 HOUR = 3600
 DAY = 86400
-
-
-def load_dir() -> Path:
-    """The shared recordings: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
-    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), Path(__file__).resolve().parents[3].parent / "shared/data/load"]
-    for candidate in candidates:
-        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
-            return Path(candidate)
-    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
 
 
 def real(name: str, days: float, start_day: float = 0.0) -> pd.Series:
