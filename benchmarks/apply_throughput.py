@@ -182,58 +182,55 @@ class AppliedWatcher(threading.Thread):
         self._stop.set()
 
 
-def burst(bench: Bench, count: int) -> dict:
-    namespace = f"burst-{count}-{uuid.uuid4().hex[:5]}"
+def _watched(bench: Bench, prefix: str, count: int) -> tuple[str, list[str], AppliedWatcher]:
+    """`count` pending proposals in a fresh namespace, the operator running, a watch open."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:5]}"
     names = bench.populate(namespace, count)
     bench.start_operator(namespace)
+    bench.wait_pending(namespace, count)
+    watcher = AppliedWatcher(bench.admin, namespace)
+    watcher.start()
+    time.sleep(1.0)  # let the watch connect before the first approval
+    return namespace, names, watcher
+
+
+def _latency_figures(watcher: AppliedWatcher, names: list[str], approved: dict[str, float], count: int,
+                     timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while len(watcher.applied) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher.stop()
+    latencies = [watcher.applied[n] - approved[n] for n in names if n in watcher.applied]
+    return {"n": count, "applied": len(watcher.applied), "latency_p50": percentile(latencies, 50),
+            "latency_p95": percentile(latencies, 95), "latency_p99": percentile(latencies, 99)}
+
+
+def burst(bench: Bench, count: int) -> dict:
     try:
-        bench.wait_pending(namespace, count)
-        watcher = AppliedWatcher(bench.admin, namespace)
-        watcher.start()
-        time.sleep(1.0)  # let the watch connect before the first approval
-        approved: dict[str, float] = {}
+        namespace, names, watcher = _watched(bench, f"burst-{count}", count)
         cpu_before = cpu_seconds(bench.operator.pid)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            for name, at in zip(names, pool.map(lambda n: bench.approve(namespace, n), names)):
-                approved[name] = at
-        deadline = time.monotonic() + 600
-        while len(watcher.applied) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        watcher.stop()
+            approved = dict(zip(names, pool.map(lambda n: bench.approve(namespace, n), names)))
+        figures = _latency_figures(watcher, names, approved, count, timeout=600)
         operator_cpu = cpu_seconds(bench.operator.pid) - cpu_before
-        done = max(watcher.applied.values()) if watcher.applied else float("nan")
-        latencies = [watcher.applied[n] - approved[n] for n in names if n in watcher.applied]
-        total = done - started
-        return {"n": count, "applied": len(watcher.applied), "total_seconds": total,
-                "applies_per_second": len(watcher.applied) / total if total > 0 else float("nan"),
-                "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
-                "latency_p99": percentile(latencies, 99),
-                "operator_cpu_ms_per_apply": 1000 * operator_cpu / max(1, len(watcher.applied))}
+        total = (max(watcher.applied.values()) if watcher.applied else float("nan")) - started
+        figures.update(total_seconds=total,
+                       applies_per_second=len(watcher.applied) / total if total > 0 else float("nan"),
+                       operator_cpu_ms_per_apply=1000 * operator_cpu / max(1, len(watcher.applied)))
+        return figures
     finally:
         bench.stop_operator()
 
 
 def trickle(bench: Bench, count: int) -> dict:
-    namespace = f"trickle-{uuid.uuid4().hex[:5]}"
-    names = bench.populate(namespace, count)
-    bench.start_operator(namespace)
     try:
-        bench.wait_pending(namespace, count)
-        watcher = AppliedWatcher(bench.admin, namespace)
-        watcher.start()
-        time.sleep(1.0)
+        namespace, names, watcher = _watched(bench, "trickle", count)
         approved = {}
         for name in names:
             approved[name] = bench.approve(namespace, name)
             time.sleep(1.0)
-        deadline = time.monotonic() + 60
-        while len(watcher.applied) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        watcher.stop()
-        latencies = [watcher.applied[n] - approved[n] for n in names if n in watcher.applied]
-        return {"n": count, "applied": len(watcher.applied), "latency_p50": percentile(latencies, 50),
-                "latency_p95": percentile(latencies, 95), "latency_p99": percentile(latencies, 99)}
+        return _latency_figures(watcher, names, approved, count, timeout=60)
     finally:
         bench.stop_operator()
 

@@ -34,8 +34,7 @@ from scalegate.devcluster import DevCluster, kubectl_path
 from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster, default_pool
-from scalegate.handlers import _api_client
-from scalegate.kube import Kube
+from scalegate.kube import Kube, api_client
 from scalegate.localprom import LocalPrometheus, backfill, free_port, shift_to_end
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +82,7 @@ def main() -> int:
         subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd", "--all"], check=True,
                        capture_output=True)
         subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
-        admin = _api_client(str(dev.kubeconfig))
+        admin = api_client(str(dev.kubeconfig))
         apps, custom = kubernetes.client.AppsV1Api(admin), kubernetes.client.CustomObjectsApi(admin)
 
         def create(name: str) -> None:
@@ -107,7 +106,7 @@ def main() -> int:
         runs = []
         with default_pool() as fit_pool:
             for run in range(args.runs):
-                forecaster = Forecaster(kube=Kube(_api_client(str(dev.kubeconfig))), source=source, output="yaml",
+                forecaster = Forecaster(kube=Kube(api_client(str(dev.kubeconfig))), source=source, output="yaml",
                                         output_dir=work / f"out-{run}", pool=fit_pool)
                 started = time.monotonic()
                 results = forecaster.run_round(policies, threads=args.threads)

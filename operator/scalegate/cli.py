@@ -62,10 +62,9 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _kube(kubeconfig: str | None):
-    from .handlers import _api_client
-    from .kube import Kube
+    from .kube import Kube, api_client
 
-    return Kube(_api_client(kubeconfig), component="scalegate-forecaster")
+    return Kube(api_client(kubeconfig), component="scalegate-forecaster")
 
 
 def _prometheus(args: argparse.Namespace):

@@ -27,8 +27,7 @@ from .devcluster import DevCluster, default_cache_dir, kubectl_path, write_kubec
 from .forecast import load_csv
 from .forecast.prometheus import PrometheusSettings, PrometheusSource
 from .forecaster import Forecaster
-from .handlers import _api_client
-from .kube import Kube
+from .kube import Kube, api_client
 from .localprom import LocalPrometheus, backfill, binaries_available, selector, shift_to_end
 
 NAMESPACE = "scalegate-demo"
@@ -49,7 +48,7 @@ def _state_file() -> Path:
 
 def _reachable(kubeconfig: str | None) -> bool:
     try:
-        client = _api_client(kubeconfig)
+        client = api_client(kubeconfig)
         kubernetes.client.VersionApi(client).get_code(_request_timeout=5)
         return True
     except Exception:
@@ -65,7 +64,7 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
 
 
 def _token_kubeconfig(admin: Path, namespace: str, account: str, out: Path) -> Path:
-    client = _api_client(str(admin))
+    client = api_client(str(admin))
     token = kubernetes.client.CoreV1Api(client).create_namespaced_service_account_token(
         account, namespace, {"spec": {"expirationSeconds": 86400}}).status.token
     config = yaml.safe_load(admin.read_text())
@@ -121,7 +120,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
         admin = cluster.kubeconfig
         state["devCluster"] = str(cluster.state_dir)
     state["kubeconfig"] = str(admin)
-    admin_user = Kube(_api_client(str(admin))).whoami()
+    admin_user = Kube(api_client(str(admin))).whoami()
 
     # 2. scalegate's API, RBAC and admission policy (the operator runs locally, below).
     log(f"[{next(step)}/{total}] installing scalegate's CRDs, RBAC and approval admission policy")
@@ -164,7 +163,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     # 6. One forecast round, as scalegate:forecaster.
     log(f"[{next(step)}/{total}] one forecast round as system:serviceaccount:scalegate:forecaster")
     forecaster_kubeconfig = _token_kubeconfig(admin, "scalegate", "forecaster", directory / "forecaster.kubeconfig")
-    kube = Kube(_api_client(str(forecaster_kubeconfig)), component="scalegate-forecaster")
+    kube = Kube(api_client(str(forecaster_kubeconfig)), component="scalegate-forecaster")
     forecaster = Forecaster(kube=kube, source=PrometheusSource(PrometheusSettings(url=prometheus.url)))
     result = forecaster.run_policy(kube.get_policy(NAMESPACE, "web"))
     log(f"      {result.outcome}: {result.message}")
@@ -184,7 +183,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     # 8. Optionally approve as the admin, and watch it apply.
     if approve:
         log(f"[{next(step)}/{total}] approving {name} as {admin_user}")
-        kubernetes.client.CustomObjectsApi(_api_client(str(admin))).patch_namespaced_custom_object(
+        kubernetes.client.CustomObjectsApi(api_client(str(admin))).patch_namespaced_custom_object(
             "scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals", name,
             {"metadata": {"annotations": {"scalegate.io/approved": "true", "scalegate.io/approved-by": admin_user,
                                           "scalegate.io/decision-reason": "approved by `scalegate demo --approve`"}}})

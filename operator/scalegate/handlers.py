@@ -19,7 +19,7 @@ import kopf
 import kubernetes
 
 from . import metrics
-from .kube import Kube
+from .kube import Kube, api_client
 from .model import GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject, Phase, parse_time
 from .reconciler import Reconciler
 from .workqueue import WorkQueue
@@ -66,19 +66,6 @@ class Runtime:
     gc_task: asyncio.Task | None = None
 
 
-def _api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
-    config = kubernetes.client.Configuration()
-    if kubeconfig:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
-    else:
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)
-    config.connection_pool_maxsize = 64
-    return kubernetes.client.ApiClient(config)
-
-
 @kopf.on.login()
 def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
     """Log kopf in with the same credentials the reconciler uses."""
@@ -113,7 +100,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.scanning.disabled = True
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
-    reconciler = Reconciler(Kube(_api_client(ours.kubeconfig)))
+    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)))
     loop = asyncio.get_running_loop()
 
     async def work(key) -> float | None:

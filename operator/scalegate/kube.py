@@ -23,6 +23,20 @@ REQUEST_TIMEOUT = (5, 20)  # connect, read (seconds)
 MERGE_PATCH = "application/merge-patch+json"
 
 
+def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
+    """A client from `kubeconfig`, else in-cluster config, else the default kubeconfig."""
+    config = kubernetes.client.Configuration()
+    if kubeconfig:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    else:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+    config.connection_pool_maxsize = 64
+    return kubernetes.client.ApiClient(config)
+
+
 class KubeError(Exception):
     """The API server could not answer now (unreachable, 5xx, timeout): try again later."""
 

@@ -18,7 +18,7 @@ from scalegate import metrics
 from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster
-from scalegate.handlers import _api_client
+from scalegate.kube import api_client
 from scalegate.kube import Kube
 
 SERIES = load_dir() / "nasa_http_jul95_5min.csv"
@@ -50,7 +50,7 @@ def forecast_policy(query: str, capacity: float, **extra) -> dict:
 
 
 def forecaster_for(kubeconfig: Path, prometheus_url: str, **kwargs) -> Forecaster:
-    kube = Kube(_api_client(str(kubeconfig)), component="scalegate-forecaster")
+    kube = Kube(api_client(str(kubeconfig)), component="scalegate-forecaster")
     source = PrometheusSource(PrometheusSettings(url=prometheus_url, timeout_seconds=10, retries=0))
     return Forecaster(kube=kube, source=source, **kwargs)
 
