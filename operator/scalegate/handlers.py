@@ -20,11 +20,14 @@ import kubernetes
 
 from . import metrics
 from .kube import Kube, api_client
-from .model import GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject, Phase, parse_time
+from .model import (GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject,
+                    Phase, parse_time)
 from .reconciler import Reconciler
 from .workqueue import WorkQueue
 
 log = logging.getLogger("scalegate.operator")
+
+LIST_PAGE_SIZE = 500
 
 
 @dataclass
@@ -98,6 +101,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     # Least privilege: no access to CRDs, so kopf resolves our resources once at start-up
     # instead of watching CustomResourceDefinitions.
     settings.scanning.disabled = True
+    # Terminal proposals are never listed or watched (filtered by the API server), and a
+    # large initial list arrives in pages rather than as one burst held in memory.
+    settings.watching.field_selectors[GROUP, PROPOSAL_PLURAL] = OPEN_PROPOSALS_FIELD_SELECTOR
+    settings.watching.chunk_size = LIST_PAGE_SIZE
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
     reconciler = Reconciler(Kube(api_client(ours.kubeconfig)))
@@ -176,7 +183,7 @@ async def _collect_garbage(runtime: Runtime) -> None:
 def collect_terminal_proposals(kube: Kube, retention_seconds: float, now: dt.datetime | None = None) -> int:
     now = now or dt.datetime.now(dt.timezone.utc)
     deleted = 0
-    for item in kube.list_proposals():
+    for item in kube.iter_proposals(page_size=LIST_PAGE_SIZE):
         status = item.get("status") or {}
         if status.get("phase") not in Phase.TERMINAL:
             continue

@@ -11,7 +11,7 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import kubernetes
 import urllib3
@@ -147,6 +147,18 @@ class Kube:
 
     def list_proposals(self, namespace: str | None = None) -> list[dict]:
         return self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL)).get("items", [])
+
+    def iter_proposals(self, namespace: str | None = None, page_size: int = 500) -> Iterator[dict]:
+        """Every proposal, fetched a page at a time so a sweep over thousands of old ones
+        never holds them all in memory at once."""
+        query = [("limit", str(page_size))]
+        while True:
+            result = self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL), query=query)
+            yield from result.get("items", [])
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query = [("limit", str(page_size)), ("continue", token)]
 
     def delete_proposal(self, namespace: str, name: str, uid: str) -> None:
         try:

@@ -43,6 +43,12 @@ class Phase:
     ALL = (PENDING, APPROVED, APPLIED, REJECTED, EXPIRED, SUPERSEDED, STALE, FAILED)
 
 
+#: Server-side filter for proposals that may still need the operator (the CRD declares
+#: status.phase a selectable field). A proposal that turns terminal leaves the watch as a
+#: DELETED event, so terminal ones cost the operator nothing, however many there are.
+OPEN_PROPOSALS_FIELD_SELECTOR = ",".join(f"status.phase!={phase}" for phase in sorted(Phase.TERMINAL))
+
+
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _API_VERSION = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?")
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]*")

@@ -64,7 +64,7 @@ def deleted(kube) -> list[str]:
     ],
 )
 def test_collects_only_old_terminal_proposals(kube, proposal, collected):
-    kube.list_proposals.return_value = [proposal]
+    kube.iter_proposals.return_value = iter([proposal])
     count = collect_terminal_proposals(kube, RETENTION, now=NOW)
     assert count == (1 if collected else 0)
     assert deleted(kube) == ([proposal["metadata"]["name"]] if collected else [])
@@ -72,33 +72,33 @@ def test_collects_only_old_terminal_proposals(kube, proposal, collected):
 
 @pytest.mark.parametrize("phase", sorted(Phase.TERMINAL))
 def test_every_terminal_phase_is_collected(kube, phase):
-    kube.list_proposals.return_value = [item("p", phase, finished=ago(8 * DAY))]
+    kube.iter_proposals.return_value = iter([item("p", phase, finished=ago(8 * DAY))])
     assert collect_terminal_proposals(kube, RETENTION, now=NOW) == 1
 
 
 def test_a_mixed_sweep_deletes_with_the_uid_precondition(kube):
-    kube.list_proposals.return_value = [
+    kube.iter_proposals.return_value = iter([
         item("a", Phase.APPLIED, finished=ago(8 * DAY), namespace="shop"),
         item("b", Phase.PENDING, created=ago(8 * DAY), namespace="shop"),
         item("c", Phase.EXPIRED, finished=ago(DAY), namespace="shop"),
         item("d", Phase.REJECTED, finished=ago(10 * DAY), namespace="blog"),
-    ]
+    ])
     assert collect_terminal_proposals(kube, RETENTION, now=NOW) == 2
-    kube.list_proposals.assert_called_once_with()
+    kube.iter_proposals.assert_called_once_with(page_size=500)
     assert [call.args for call in kube.delete_proposal.call_args_list] == [
         ("shop", "a", "uid-a"), ("blog", "d", "uid-d")]
 
 
 def test_nothing_to_collect(kube):
-    kube.list_proposals.return_value = []
+    kube.iter_proposals.return_value = iter([])
     assert collect_terminal_proposals(kube, RETENTION, now=NOW) == 0
     kube.delete_proposal.assert_not_called()
 
 
 def test_now_defaults_to_the_current_time(kube):
-    kube.list_proposals.return_value = [
+    kube.iter_proposals.return_value = iter([
         item("old", Phase.APPLIED, finished="2000-01-01T00:00:00Z"),
         item("future", Phase.APPLIED, finished="2999-01-01T00:00:00Z"),
-    ]
+    ])
     assert collect_terminal_proposals(kube, RETENTION) == 1
     assert deleted(kube) == ["old"]
