@@ -205,19 +205,29 @@ def _latency_figures(watcher: AppliedWatcher, names: list[str], approved: dict[s
             "latency_p95": percentile(latencies, 95), "latency_p99": percentile(latencies, 99)}
 
 
+def process_cpu(bench: Bench) -> dict[str, float]:
+    """CPU seconds so far of every process on the machine's two cores that the burst loads."""
+    pids = {proc.name: proc.pid for proc in bench.dev.read_state().processes}
+    pids.update(operator=bench.operator.pid, benchmark=os.getpid())
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def burst(bench: Bench, count: int) -> dict:
     try:
         namespace, names, watcher = _watched(bench, f"burst-{count}", count)
-        cpu_before = cpu_seconds(bench.operator.pid)
+        cpu_before = process_cpu(bench)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             approved = dict(zip(names, pool.map(lambda n: bench.approve(namespace, n), names)))
         figures = _latency_figures(watcher, names, approved, count, timeout=600)
-        operator_cpu = cpu_seconds(bench.operator.pid) - cpu_before
+        cpu_after = process_cpu(bench)
+        applied = max(1, len(watcher.applied))
+        # Where the time goes: CPU per apply of each process (they share two cores).
+        cpu_ms = {name: round(1000 * (cpu_after[name] - cpu_before[name]) / applied, 2) for name in cpu_before}
         total = (max(watcher.applied.values()) if watcher.applied else float("nan")) - started
         figures.update(total_seconds=total,
                        applies_per_second=len(watcher.applied) / total if total > 0 else float("nan"),
-                       operator_cpu_ms_per_apply=1000 * operator_cpu / max(1, len(watcher.applied)))
+                       operator_cpu_ms_per_apply=cpu_ms["operator"], cpu_ms_per_apply=cpu_ms)
         return figures
     finally:
         bench.stop_operator()
@@ -254,7 +264,9 @@ def main() -> int:
             runs = [burst(bench, size) for _ in range(args.runs)]
             summary["bursts"][size] = {
                 "runs": runs,
-                "median": {k: median_of(runs, k) for k in runs[0] if k != "n"},
+                "median": {k: median_of(runs, k) for k in runs[0] if k not in ("n", "cpu_ms_per_apply")},
+                "median_cpu_ms_per_apply": {name: statistics.median(r["cpu_ms_per_apply"][name] for r in runs)
+                                            for name in runs[0]["cpu_ms_per_apply"]},
             }
         if args.trickle:
             summary["trickle"] = trickle(bench, args.trickle)
@@ -268,6 +280,10 @@ def main() -> int:
         print(f"{size:>6} {m['applied']:>8.0f} {m['total_seconds']:>8.2f} {m['applies_per_second']:>10.1f} "
               f"{m['latency_p50']:>7.2f} {m['latency_p95']:>7.2f} {m['latency_p99']:>7.2f} "
               f"{m['operator_cpu_ms_per_apply']:>16.1f}")
+    for size, data in summary["bursts"].items():
+        profile = data["median_cpu_ms_per_apply"]
+        print(f"CPU ms per apply, N={size}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in profile.items())
+              + f" (sum {sum(profile.values()):.1f}; 2 cores give {2000 / data['median']['applies_per_second']:.1f})")
     if summary["trickle"]:
         t = summary["trickle"]
         print(f"trickle (1/s, n={t['n']}): p50 {t['latency_p50']:.3f}s  p95 {t['latency_p95']:.3f}s  "

@@ -21,7 +21,7 @@ import kubernetes
 from . import metrics
 from .kube import Kube, api_client
 from .model import (GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject,
-                    Phase, parse_time)
+                    Phase, TargetRef, parse_time)
 from .reconciler import Reconciler
 from .workqueue import WorkQueue
 
@@ -66,7 +66,25 @@ class Runtime:
     queue: WorkQueue
     executor: concurrent.futures.ThreadPoolExecutor
     by_policy: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)
+    # The newest body a watch event brought per open proposal, handed to the next
+    # reconcile of it instead of a read (the event loop writes, workers only get it).
+    bodies: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # metadata.generation per policy: only spec changes make waiting proposals decide again.
+    policy_generations: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    hpa_index: kopf.Index | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     gc_task: asyncio.Task | None = None
+
+    def autoscalers(self, namespace: str) -> list[tuple[str, TargetRef]]:
+        """The namespace's HPAs from kopf's watch-fed index (called from worker threads; the
+        index is read in the event loop, which is the only writer)."""
+        if self.hpa_index is None:  # cannot happen after the first event; be safe anyway
+            return self.reconciler.kube.autoscalers(namespace)
+
+        async def snapshot() -> list[tuple[str, TargetRef]]:
+            return list(self.hpa_index.get(namespace, ()))
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(timeout=30)
 
 
 @kopf.on.login()
@@ -107,16 +125,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.watching.chunk_size = LIST_PAGE_SIZE
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
-    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)))
+    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)), autoscalers=lambda ns: runtime.autoscalers(ns))
     loop = asyncio.get_running_loop()
 
     async def work(key) -> float | None:
         namespace, name = key
-        return await loop.run_in_executor(executor, reconciler.reconcile, namespace, name)
+        body = runtime.bodies.pop(key, None)
+        return await loop.run_in_executor(executor, reconciler.reconcile, namespace, name, body)
 
     queue = WorkQueue(work, concurrency=ours.workers)
     queue.start()
-    runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor)
+    runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor, loop=loop)
     memo.runtime = runtime
     metrics.serve(ours.metrics_port)
     if ours.retention_seconds > 0:
@@ -139,31 +158,54 @@ def _active(body) -> bool:
     return (body.get("status") or {}).get("phase") not in Phase.TERMINAL
 
 
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def hpa_targets(namespace, name, spec, **_) -> dict[str, tuple[str, TargetRef]]:
+    """HPAs by namespace, for the ConflictingAutoscaler check without a LIST per apply.
+    kopf fills every index from its initial list before any other handler runs, so no
+    proposal is decided on a partial view."""
+    ref = spec.get("scaleTargetRef") or {}
+    return {namespace: (name, TargetRef(api_version=ref.get("apiVersion") or "", kind=ref.get("kind") or "",
+                                        name=ref.get("name") or ""))}
+
+
 @kopf.on.event(GROUP, VERSION, PROPOSAL_PLURAL)
-async def proposal_event(event, body, namespace, name, memo: kopf.Memo, **_) -> None:
+async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targets: kopf.Index, **_) -> None:
     runtime: Runtime = memo.runtime
+    runtime.hpa_index = hpa_targets
     key = (namespace, name)
     policy = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
     members = runtime.by_policy.setdefault((namespace, policy), set()) if policy else set()
     if event.get("type") == "DELETED" or not _active(body):
         runtime.queue.forget(key)
         runtime.reconciler.forget(namespace, name)
+        runtime.bodies.pop(key, None)
         members.discard(key)
         if policy and not members:
             runtime.by_policy.pop((namespace, policy), None)
     else:
         members.add(key)
+        runtime.bodies[key] = event["object"]  # the newest state seen, own writes included
         if not runtime.reconciler.is_own_write(namespace, name, body.get("metadata", {}).get("resourceVersion")):
             runtime.queue.add(key)
     metrics.PROPOSALS_ACTIVE.set(sum(len(v) for v in runtime.by_policy.values()))
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-async def policy_event(namespace, name, memo: kopf.Memo, **_) -> None:
-    """A policy changed (resumed, bounds, cooldown): its waiting proposals decide again."""
+async def policy_event(event, body, namespace, name, memo: kopf.Memo, **_) -> None:
+    """A policy's spec changed (resumed, bounds, cooldown) or it came or went: its waiting
+    proposals decide again. Status-only writes (the operator's own lastAppliedTime) do not
+    change the generation and wake nobody."""
     runtime: Runtime = memo.runtime
-    for key in runtime.by_policy.get((namespace, name), ()):
-        runtime.queue.add(key)
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        runtime.policy_generations.pop(key, None)
+    else:
+        generation = (body.get("metadata") or {}).get("generation")
+        if key in runtime.policy_generations and runtime.policy_generations[key] == generation:
+            return
+        runtime.policy_generations[key] = generation
+    for proposal in runtime.by_policy.get(key, ()):
+        runtime.queue.add(proposal)
 
 
 async def _collect_garbage(runtime: Runtime) -> None:

@@ -21,6 +21,7 @@ from .model import GROUP, PROPOSAL_PLURAL, POLICY_LABEL, POLICY_PLURAL, VERSION,
 
 REQUEST_TIMEOUT = (5, 20)  # connect, read (seconds)
 MERGE_PATCH = "application/merge-patch+json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
@@ -98,10 +99,11 @@ class Kube:
 
     # -- plumbing ----------------------------------------------------------------------
     def _raw(self, what: str, method: str, path: str, body: Any = None,
-             content_type: str = "application/json", query: list[tuple[str, str]] | None = None) -> Any:
+             content_type: str = "application/json", query: list[tuple[str, str]] | None = None,
+             accept: str = "application/json") -> Any:
         """One API request with a JSON body, answered as plain JSON (no model classes:
         they cost more than the request on a busy operator)."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -139,9 +141,11 @@ class Kube:
 
     def list_policy_proposals(self, namespace: str, policy: str) -> list[tuple[str, dt.datetime | None]]:
         """(name, creationTimestamp) of every proposal labelled for `policy`."""
+        # Metadata only: names and creation times are all that is needed, and a policy's
+        # history of proposals, evidence and all, would cost both sides far more.
         result = self._raw(f"list proposals of policy {namespace}/{policy}", "GET",
                            self._custom_path(namespace, PROPOSAL_PLURAL),
-                           query=[("labelSelector", f"{POLICY_LABEL}={policy}")])
+                           query=[("labelSelector", f"{POLICY_LABEL}={policy}")], accept=METADATA_LIST)
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
                 for item in result.get("items", [])]
 

@@ -17,7 +17,7 @@ from . import metrics
 from .conditions import set_condition
 from .kube import Conflict, Forbidden, Kube, NoScaleSubresource, NotFound
 from .model import (API_VERSION, POLICY_LABEL, PROPOSAL_KIND, ApplyIntent, InvalidObject, Phase, Policy,
-                    Proposal, format_time, parse_time)
+                    Proposal, TargetRef, format_time, parse_time)
 
 log = logging.getLogger("scalegate.operator")
 
@@ -35,10 +35,14 @@ def utcnow() -> dt.datetime:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, clock: Callable[[], dt.datetime] = utcnow, max_conflict_retries: int = 3):
+    def __init__(self, kube: Kube, clock: Callable[[], dt.datetime] = utcnow, max_conflict_retries: int = 3,
+                 autoscalers: Callable[[str], list[tuple[str, TargetRef]]] | None = None):
         self.kube = kube
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
+        # (name, scaleTargetRef) of a namespace's HPAs: the operator passes its watch-fed
+        # index; without one, each check lists them from the API server.
+        self.autoscalers = autoscalers or kube.autoscalers
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # resourceVersion of our own last status write per proposal: its watch event
@@ -57,10 +61,16 @@ class Reconciler:
             return self._locks.setdefault((namespace, policy), threading.Lock())
 
     # -- entry point -------------------------------------------------------------------
-    def reconcile(self, namespace: str, name: str) -> float | None:
+    def reconcile(self, namespace: str, name: str, body: dict | None = None) -> float | None:
         """Bring one proposal forward. Returns seconds until it should be looked at again
-        (expiry, cooldown), or None when only a change to it can matter."""
-        body = self.kube.get_proposal(namespace, name)
+        (expiry, cooldown), or None when only a change to it can matter.
+
+        `body` is the proposal as a watch event just delivered it, which saves a read; it
+        may already be outdated, which is safe: every write is conditioned on its
+        resourceVersion, so a decision taken on an old state never lands (Conflict, then a
+        fresh read)."""
+        if body is None:
+            body = self.kube.get_proposal(namespace, name)
         if body is None:
             return None
         try:
@@ -126,7 +136,7 @@ class Reconciler:
             outcome = (d.check_staleness(proposal, scale.replicas)
                        or d.check_cooldown(proposal, policy, now))
             if outcome is None:
-                hpas = d.autoscaler_targets(proposal.target, self.kube.autoscalers(proposal.namespace))
+                hpas = d.autoscaler_targets(proposal.target, self.autoscalers(proposal.namespace))
                 outcome = d.check_autoscalers(proposal, hpas)
             if outcome:
                 return self._finish(body, proposal, outcome)

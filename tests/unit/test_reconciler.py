@@ -661,6 +661,42 @@ def test_conflict_on_the_final_write_never_scales_twice(kube, reconciler):
     assert len(kube.called("update_scale")) == 1
 
 
+# -- a body handed over by the watch ------------------------------------------------------
+
+def test_a_body_from_the_watch_saves_the_read(kube, reconciler):
+    assert reconciler.reconcile(NS, "web-1", copy.deepcopy(kube.proposals[(NS, "web-1")])) is None
+    assert not kube.called("get_proposal")
+    assert kube.status()["phase"] == Phase.APPLIED and kube.replicas() == 9
+
+
+def test_an_outdated_body_from_the_watch_never_applies(kube, reconciler):
+    """The watch delivered the approved state, but the approval was withdrawn since: the
+    intent write is conditioned on the old resourceVersion, so nothing is scaled."""
+    outdated = copy.deepcopy(kube.proposals[(NS, "web-1")])
+    current = kube.proposals[(NS, "web-1")]
+    for key in (APPROVED, APPROVED_BY):
+        current["metadata"]["annotations"].pop(key)
+    kube.touch_proposal("web-1")
+    assert reconciler.reconcile(NS, "web-1", outdated) == 0.0  # look again, from a fresh read
+    assert not kube.called("update_scale") and kube.replicas() == 4
+    reconcile(reconciler)
+    assert kube.called("get_proposal")
+    assert (kube.status()["phase"], kube.status()["reason"]) == (Phase.PENDING, Reason.AWAITING_APPROVAL)
+    assert not kube.called("update_scale")
+
+
+def test_an_autoscaler_lookup_can_replace_the_listing(kube, clock):
+    looked_up = []
+
+    def index(namespace: str) -> list[tuple[str, TargetRef]]:
+        looked_up.append(namespace)
+        return [("web-hpa", WEB)]
+
+    assert Reconciler(kube, clock=clock, autoscalers=index).reconcile(NS, "web-1") is None
+    assert looked_up == [NS] and not kube.called("autoscalers")
+    assert kube.status()["reason"] == Reason.CONFLICTING_AUTOSCALER
+
+
 def test_proposal_deleted_during_the_reconcile(kube, reconciler):
     kube.on("patch_proposal_status", lambda *_: kube.proposals.clear())
     assert reconcile(reconciler) == 0.0
