@@ -6,10 +6,15 @@ load directory, one process per core, with the contract's default setting
 covering the next hour), then prints a table per series, the means, a JSON
 summary, and the CPU time of one forecast on 14 days of 5-minute history.
 
+Other splits check that a change does not only help on days 7-14, e.g.
+``--train-days 14`` (days 14-21 of the seven series long enough; shorter ones
+are skipped and named).
+
 Usage::
 
     python benchmarks/backtest_all.py [LOAD_DIR] [--workers 2] [--json OUT.json]
-        [--interval peak|pointwise] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
+        [--interval pointwise|peak] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
+        [--train-days 7] [--eval-days 7]
 
 ``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or ``/work/shared/data/load``.
 """
@@ -26,17 +31,26 @@ from pathlib import Path
 
 import numpy as np
 
-from scalegate.forecast import forecast_series, load_csv
+from scalegate.forecast import ForecastError, forecast_series, load_csv
 from scalegate.forecast.backtest import DEFAULT_STRATEGIES, EXTRA_STRATEGIES, BacktestSettings, run_backtest
 from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
 
 DEFAULT_LOAD_DIR = "/work/shared/data/load"
 
 
-def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict]:
+def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict | None]:
     path, settings, strategies = job
     started = time.monotonic()
-    result = run_backtest(load_csv(path), settings, strategies)
+    series = load_csv(path)
+    days = (series.index[-1] - series.index[0]).total_seconds() / 86400
+    if days < settings.train_days + 1:  # less than a day to evaluate
+        print(f"  skip {Path(path).name}: {days:.1f} days", file=sys.stderr, flush=True)
+        return Path(path).stem, None
+    try:
+        result = run_backtest(series, settings, strategies)
+    except ForecastError as exc:
+        print(f"  skip {Path(path).name}: {exc.message}", file=sys.stderr, flush=True)
+        return Path(path).stem, None
     out = result.to_json()
     out["settings"]["wall_seconds"] = time.monotonic() - started
     print(f"  done {Path(path).name} in {out['settings']['wall_seconds']:.0f}s", file=sys.stderr, flush=True)
@@ -81,6 +95,10 @@ def summarise(results: dict[str, dict], strategies: tuple[str, ...]) -> dict:
         coverage = [
             r["settings"]["bound_coverage"][name] for r in results.values() if name in r["settings"]["bound_coverage"]
         ]
+        samples = [r["settings"].get("sample_coverage", {}).get(name) for r in results.values()]
+        samples = [x for x in samples if x is not None]
+        band = [r["settings"].get("band_coverage", {}).get(name) for r in results.values()]
+        band = [x for x in band if x is not None]
         summary[name] = {
             "mean_under_provisioned": float(np.mean(under)),
             "worst_under_provisioned": float(np.max(under)),
@@ -89,12 +107,35 @@ def summarise(results: dict[str, dict], strategies: tuple[str, ...]) -> dict:
             "mean_proposals": float(np.mean([r["strategies"][name]["proposals"] for r in results.values()])),
             "mean_bound_coverage": float(np.mean(coverage)) if coverage else None,
             "worst_bound_coverage": float(np.min(coverage)) if coverage else None,
+            "mean_sample_coverage": float(np.mean(samples)) if samples else None,
+            "mean_band_coverage": float(np.mean(band)) if band else None,
+            "worst_band_coverage": float(np.min(band)) if band else None,
         }
     return summary
 
 
 def print_table(results: dict[str, dict], strategies: tuple[str, ...], summary: dict) -> None:
     print("under-provisioned % / replica-hours vs oracle / MASE / proposals, per series and strategy\n")
+    _print_figures(results, strategies)
+    _print_coverage(results, strategies)
+    print()
+    for name, s in summary.items():
+        mase = "-" if s["mean_mase"] is None else f"{s['mean_mase']:.2f}"
+        coverage = (
+            f"  peak under bound {s['mean_bound_coverage']:.3f} (worst {s['worst_bound_coverage']:.3f})"
+            if s["mean_bound_coverage"] is not None
+            else ""
+        )
+        if s.get("mean_band_coverage") is not None:
+            coverage += f"  samples under band {s['mean_band_coverage']:.4f} (worst {s['worst_band_coverage']:.4f})"
+        print(
+            f"{name:20s} mean under {100 * s['mean_under_provisioned']:5.2f}%  worst "
+            f"{100 * s['worst_under_provisioned']:5.2f}%  replica-hours {s['mean_replica_hours_vs_oracle']:.3f}x oracle"
+            f"  MASE {mase}  proposals {s['mean_proposals']:.0f}{coverage}"
+        )
+
+
+def _print_figures(results: dict[str, dict], strategies: tuple[str, ...]) -> None:
     header = f"{'series':34s}" + "".join(f"{name:>26s}" for name in strategies)
     print(header)
     for series, result in sorted(results.items()):
@@ -108,19 +149,21 @@ def print_table(results: dict[str, dict], strategies: tuple[str, ...], summary: 
                 f"{mase:>4s} {f['proposals']:4d}"
             )
         print(f"{series[:34]:34s}" + "".join(f"{c:>26s}" for c in cells))
-    print()
-    for name, s in summary.items():
-        mase = "-" if s["mean_mase"] is None else f"{s['mean_mase']:.2f}"
-        coverage = (
-            f"  peak under bound {s['mean_bound_coverage']:.3f} (worst {s['worst_bound_coverage']:.3f})"
-            if s["mean_bound_coverage"] is not None
-            else ""
-        )
-        print(
-            f"{name:20s} mean under {100 * s['mean_under_provisioned']:5.2f}%  worst "
-            f"{100 * s['worst_under_provisioned']:5.2f}%  replica-hours {s['mean_replica_hours_vs_oracle']:.3f}x oracle"
-            f"  MASE {mase}  proposals {s['mean_proposals']:.0f}{coverage}"
-        )
+
+
+def _print_coverage(results: dict[str, dict], strategies: tuple[str, ...]) -> None:
+    """Out-of-sample coverage per series, for strategies that state bounds."""
+    stated = [n for n in strategies if any(n in r["settings"]["bound_coverage"] for r in results.values())]
+    if not stated:
+        return
+    print("\ncoverage: horizons whose peak stayed under the bound / samples under the bound / samples under their band\n")
+    print(f"{'series':34s}" + "".join(f"{name:>26s}" for name in stated))
+    for series, result in sorted(results.items()):
+        cells = []
+        for name in stated:
+            figures = [result["settings"].get(key, {}).get(name) for key in ("bound_coverage", "sample_coverage", "band_coverage")]
+            cells.append(" ".join("-" if x is None else f"{x:.3f}" for x in figures))
+        print(f"{series[:34]:34s}" + "".join(f"{c:>26s}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("load_dir", nargs="?", default=os.environ.get("SCALEGATE_LOAD_DIR", DEFAULT_LOAD_DIR))
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", dest="json_out", help="also write the JSON summary to this file")
-    parser.add_argument("--interval", choices=("peak", "pointwise"), default="peak")
+    parser.add_argument("--interval", choices=("pointwise", "peak"), default=BacktestSettings.interval)
+    parser.add_argument("--train-days", type=float, default=BacktestSettings.train_days)
+    parser.add_argument("--eval-days", type=float, default=BacktestSettings.eval_days)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument(
         "--models", default=",".join(DEFAULT_MODELS), help=f"scalegate's candidates, from {','.join(ALL_MODELS)}"
@@ -148,13 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         strategies = tuple(dict.fromkeys([*args.only.split(","), "oracle"]))
     settings = BacktestSettings(
-        interval=args.interval, confidence=args.confidence, models=tuple(args.models.split(","))
+        interval=args.interval,
+        confidence=args.confidence,
+        models=tuple(args.models.split(",")),
+        train_days=args.train_days,
+        eval_days=args.eval_days,
     )
     print(f"backtesting {len(paths)} series on {args.workers} worker(s)...", file=sys.stderr)
     with multiprocessing.Pool(args.workers) as pool:
-        results = dict(pool.map(_one, [(p, settings, strategies) for p in paths], chunksize=1))
+        outcomes = pool.map(_one, [(p, settings, strategies) for p in paths], chunksize=1)
+    results = {name: result for name, result in outcomes if result is not None}
+    skipped = sorted(name for name, result in outcomes if result is None)
+    if not results:
+        print("no series is long enough for these settings", file=sys.stderr)
+        return 2
     summary = summarise(results, strategies)
     print_table(results, strategies, summary)
+    if skipped:
+        print(f"\nskipped (too short for {args.train_days:g} training days + 1): {', '.join(skipped)}")
 
     five_minute = [p for p in paths if load_csv(p).index.to_series().diff().median().total_seconds() == 300]
     timing = time_forecasts(five_minute[0], args.timing_calls) if five_minute and args.timing_calls else None
@@ -168,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "interval": args.interval,
             "confidence": args.confidence,
+            "train_days": args.train_days,
+            "eval_days": args.eval_days,
+            "skipped": skipped,
             "models": settings.models,
             "load_dir": args.load_dir,
         },

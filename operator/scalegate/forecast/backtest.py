@@ -15,6 +15,9 @@ per strategy:
     (None for strategies that do not forecast);
 ``proposals``
     decisions that changed the replicas.
+
+and, for scalegate, how often its calibrated bounds held out of sample
+(``bound_coverage``, ``sample_coverage``, ``band_coverage``).
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ class BacktestSettings:
     lookback_seconds : int, default 14 days
         Most history a forecaster sees (a policy's ``lookbackSeconds``); at
         least the training days.
-    interval : str, default "peak"
-        What scalegate's bound covers (see :mod:`.calibrate`).
+    interval : str, default "pointwise"
+        What scalegate's interval covers (see :mod:`.calibrate`).
     models : tuple of str
         scalegate's candidate models (see :func:`.plan.forecast_series`).
     reactive_tolerance : float, default 0.1
@@ -73,7 +76,7 @@ class BacktestSettings:
     eval_days: float = 7.0
     confidence: float = 0.95
     lookback_seconds: int = 14 * DAY_SECONDS
-    interval: str = "peak"
+    interval: str = "pointwise"
     models: tuple[str, ...] = DEFAULT_MODELS
     reactive_tolerance: float = 0.1
     reactive_stabilisation_seconds: int = 300
@@ -107,6 +110,13 @@ class BacktestResult:
     bound_coverage : dict of str to float
         For strategies that state an upper bound: the share of decisions whose
         actual peak over the horizon stayed at or under it (out of sample).
+    sample_coverage : dict of str to float
+        For the same strategies: the share of samples over the decisions'
+        horizons that stayed at or under the decision's upper bound.
+    band_coverage : dict of str to float
+        For strategies that state a per-sample band (scalegate's ``pointwise``
+        interval): the share of samples at or under their own upper band,
+        nominally ``(1 + confidence) / 2``.
     """
 
     strategies: dict[str, Figures]
@@ -118,6 +128,8 @@ class BacktestResult:
     seconds_per_decision: dict[str, float] = field(default_factory=dict)
     forecast_errors: dict[str, int] = field(default_factory=dict)
     bound_coverage: dict[str, float] = field(default_factory=dict)
+    sample_coverage: dict[str, float] = field(default_factory=dict)
+    band_coverage: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """``{"strategies": {NAME: {FIGURE: value}}, "settings": {...}}``."""
@@ -132,6 +144,8 @@ class BacktestResult:
                 "seconds_per_decision": self.seconds_per_decision,
                 "forecast_errors": self.forecast_errors,
                 "bound_coverage": self.bound_coverage,
+                "sample_coverage": self.sample_coverage,
+                "band_coverage": self.band_coverage,
             },
         }
 
@@ -144,6 +158,7 @@ class Decision:
     point_forecast: np.ndarray | None = None  # one value per native sample over the horizon
     error_reason: str | None = None
     upper_bound: float | None = None  # the bound the replicas were sized for, if the strategy has one
+    upper_band: np.ndarray | None = None  # per-sample upper bounds over the horizon, if the strategy has them
 
 
 @dataclass(frozen=True)
@@ -213,6 +228,8 @@ def run_backtest(
     changes = {s.name: 0 for s in interval_strategies}
     forecasts = {s.name: [] for s in interval_strategies}
     bounds = {s.name: [] for s in interval_strategies}
+    samples_under = {s.name: [] for s in interval_strategies}
+    band_hits = {s.name: [] for s in interval_strategies}
     cpu = {s.name: 0.0 for s in interval_strategies}
     errors: dict[str, int] = {}
     lookback_points = int(max(settings.lookback_seconds, settings.train_days * DAY_SECONDS) // step)
@@ -235,9 +252,12 @@ def run_backtest(
             if point + horizon_points <= len(values):
                 if decision.point_forecast is not None:
                     forecasts[strategy.name].append((point, decision.point_forecast))
+                horizon = values[point : point + horizon_points]
                 if decision.upper_bound is not None:
-                    peak = values[point : point + horizon_points].max()
-                    bounds[strategy.name].append(peak <= decision.upper_bound)
+                    bounds[strategy.name].append(horizon.max() <= decision.upper_bound)
+                    samples_under[strategy.name].append(np.mean(horizon <= decision.upper_bound))
+                if decision.upper_band is not None:
+                    band_hits[strategy.name].append(np.mean(horizon <= decision.upper_band[:horizon_points]))
         if progress:
             progress(done, len(decision_points))
 
@@ -261,6 +281,8 @@ def run_backtest(
         seconds_per_decision={name: cpu[name] / len(decision_points) for name in cpu},
         forecast_errors=errors,
         bound_coverage={name: float(np.mean(hits)) for name, hits in bounds.items() if hits},
+        sample_coverage={name: float(np.mean(shares)) for name, shares in samples_under.items() if shares},
+        band_coverage={name: float(np.mean(shares)) for name, shares in band_hits.items() if shares},
     )
 
 
@@ -345,7 +367,10 @@ class _Scalegate:
         sizing = size_replicas(forecast.upper_bound, moment.capacity, moment.current_replicas)
         per_bin = forecast.resolution_seconds // forecast.step_seconds
         return Decision(
-            sizing.replicas, np.repeat(np.asarray(forecast.path), per_bin), upper_bound=forecast.upper_bound
+            sizing.replicas,
+            np.repeat(np.asarray(forecast.path), per_bin),
+            upper_bound=forecast.upper_bound,
+            upper_band=np.asarray(forecast.upper_band) if forecast.upper_band else None,
         )
 
 

@@ -1,4 +1,4 @@
-"""One forecast: the peak load over a horizon, with a calibrated upper bound.
+"""One forecast: the load over a horizon, with a calibrated upper bound of its peak.
 
 ``forecast_series`` is pure (data in, :class:`Forecast` out) and is what the
 forecaster loop and the backtest both call. The steps:
@@ -7,12 +7,15 @@ forecaster loop and the backtest both call. The steps:
 2. average it into bins of the resolution the horizon needs (:mod:`.resample`);
 3. fit each candidate model once and replay it from every earlier origin
    (a rolling-origin backtest whose states use only data before the origin);
-4. score each origin: the native peak over the horizon minus the predicted peak
-   (with ``interval="pointwise"``: each native sample minus its bin's forecast);
+4. score each origin: each native sample over the horizon minus its bin's
+   forecast (with ``interval="peak"``: the native peak over the horizon minus
+   the predicted peak);
 5. choose the candidate with the lowest pinball loss of its calibrated bound
    on the backtest origins all candidates share;
-6. bound the peak with the conformal quantile of that model's scores
-   (:mod:`.calibrate`) and refuse intervals too wide to act on.
+6. bound each future sample with the conformal quantiles of that model's
+   scores at the same lead (:mod:`.calibrate`) and take the highest point of
+   that band as the bound of the peak (``peak``: the conformal quantile of the
+   peak scores), and refuse intervals too wide to act on.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ MSTL_HOLDOUT_SECONDS = 7 * DAY_SECONDS
 
 @dataclass(frozen=True)
 class Forecast:
-    """A calibrated forecast of the peak load over ``[window_end + step, ... + horizon)``.
+    """A calibrated forecast of the load over ``[window_end + step, ... + horizon)``.
 
     Attributes
     ----------
@@ -59,11 +62,16 @@ class Forecast:
         Samples in that window (after interpolating short gaps).
     horizon_seconds : int
     predicted_peak : float
-        The horizon's peak as likely to be exceeded as not: the model's peak
-        plus the median backtest score (bin means underestimate the peak of
-        the native samples, and the median says by how much).
+        The highest point of the forecast corrected by the median backtest
+        score: ``pointwise``, the highest per-sample median (each sample as
+        likely to be above it as below); ``peak``, the model's peak plus the
+        median peak score (the horizon's peak as likely to be exceeded as not).
     upper_bound, lower_bound : float
-        Bounds of the horizon's peak at ``confidence`` (see :mod:`.calibrate`).
+        ``pointwise``: the highest points of the upper and lower edges of the
+        two-sided ``confidence`` band of each future sample (so every sample
+        stays at or under ``upper_bound`` with probability at least
+        ``(1 + confidence) / 2``). ``peak``: bounds of the horizon's peak at
+        ``confidence``. See :mod:`.calibrate`.
     peak_time : pandas.Timestamp
         Start of the bin where the point forecast peaks (UTC).
     confidence : float
@@ -74,8 +82,11 @@ class Forecast:
         horizon, across its backtest origins, scaled by the in-sample MAE of a
         one-day seasonal naive forecast (0 when both are 0).
     coverage : float
-        Out-of-sample share of backtest origins whose outcome the upper bound
-        covered (nan when too few origins could be evaluated).
+        Out-of-sample coverage of the calibrated upper bound over the recent
+        backtest (nan when too few origins could be evaluated): ``pointwise``,
+        the share of native samples at or under their lead's upper band
+        (nominally ``(1 + confidence) / 2``); ``peak``, the share of horizons
+        whose peak stayed at or under it (nominally ``confidence``).
     resolution_seconds : int
         Bin width the models ran at.
     model_peak : float
@@ -90,6 +101,9 @@ class Forecast:
         Every model tried and its pinball loss on the backtest origins they share.
     path : tuple of float
         The chosen model's point forecasts, one per bin over the horizon.
+    upper_band : tuple of float
+        ``pointwise`` only (else empty): the upper edge of each future native
+        sample's band, one per sample over the horizon; ``upper_bound`` is its maximum.
     """
 
     model: str
@@ -107,11 +121,12 @@ class Forecast:
     resolution_seconds: int
     backtest_metric: str = "MASE"
     model_peak: float = float("nan")
-    interval: str = "peak"
+    interval: str = "pointwise"
     step_seconds: int = 0
     calibration_scores: int = 0
     candidates: tuple[tuple[str, float], ...] = ()
     path: tuple[float, ...] = ()
+    upper_band: tuple[float, ...] = ()
 
     def to_spec(self, query: str, capacity_per_replica: float) -> dict:
         """The ``ScalingProposal.spec.forecast`` object of the contract."""
@@ -151,10 +166,10 @@ def forecast_series(
     confidence: float = 0.95,
     now: datetime | pd.Timestamp | None = None,
     *,
-    interval: str = "peak",
+    interval: str = "pointwise",
     models: tuple[str, ...] = DEFAULT_MODELS,
 ) -> Forecast:
-    """Forecast the peak of ``series`` over the next ``horizon_seconds``, with calibrated bounds.
+    """Forecast ``series`` over the next ``horizon_seconds``, with calibrated bounds of its peak.
 
     Parameters
     ----------
@@ -164,13 +179,14 @@ def forecast_series(
     horizon_seconds : float
         How far ahead the bound must hold, > 0.
     confidence : float, default 0.95
-        Probability that the horizon's peak stays at or under ``upper_bound``.
+        Coverage of the prediction interval: of each future sample's two-sided
+        band (``pointwise``), or of the horizon's peak (``peak``).
     now : datetime, optional
         The decision time; samples at or after it are ignored. Defaults to one
         step after the last sample. Data that ends more than a few steps
         before ``now`` is stale and refused.
-    interval : {"peak", "pointwise"}, default "peak"
-        What the bound covers; see :mod:`.calibrate`.
+    interval : {"pointwise", "peak"}, default "pointwise"
+        What the interval covers; see :mod:`.calibrate`.
     models : tuple of str, default :data:`DEFAULT_MODELS`
         Candidates, from :data:`ALL_MODELS`; each is tried when the data is long
         enough for it, and the seasonal naive floor whenever it is named.
@@ -212,9 +228,8 @@ def forecast_series(
     forecast = chosen.fitted.forecast(layout.horizon_bins)
     peak_bin = int(np.argmax(forecast))
     model_peak = float(forecast[peak_bin])
-    predicted_peak = model_peak + calibration.median_offset
-    upper = model_peak + calibration.upper_offset
-    lower = model_peak + calibration.lower_offset
+    per_lead = layout.per_point(forecast[None, :])[0] if interval == "pointwise" else forecast
+    lower, predicted_peak, upper = calibration.bounds(per_lead)
     cal.check_certainty(predicted_peak, lower, upper, confidence)
 
     index = regular.values.index
@@ -239,6 +254,7 @@ def forecast_series(
         calibration_scores=calibration.scores,
         candidates=tuple(sorted(losses.items(), key=lambda item: item[1])),
         path=tuple(float(x) for x in forecast),
+        upper_band=tuple(float(x) for x in per_lead + calibration.upper_offset) if interval == "pointwise" else (),
     )
 
 
@@ -352,12 +368,16 @@ def _replay(fitted: FittedModel, layout: _Layout) -> _Candidate:
 
 
 def _selection_losses(candidates: dict[str, _Candidate], level: float) -> dict[str, float]:
-    """Pinball loss of each candidate's calibrated bound, on the origins all candidates share."""
+    """Pinball loss of each candidate's calibrated bound, on the origins all candidates share.
+
+    Pointwise scores (2-D) are bounded lead by lead, as :func:`.calibrate.calibrate` does.
+    """
     common_start = max(int(c.origins[0]) for c in candidates.values())
     losses = {}
     for name, candidate in candidates.items():
         shared = candidate.scores[candidate.origins >= common_start]
-        losses[name] = cal.pinball_loss(shared, cal.conformal_quantile(shared, level), level)
+        offset = cal.conformal_quantile(shared, level, per_lead=shared.ndim == 2)
+        losses[name] = cal.pinball_loss(shared, offset, level)
     return losses
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from scalegate.forecast.calibrate import (
     MAX_RELATIVE_WIDTH,
+    Calibration,
     bound_levels,
     calibrate,
     check_certainty,
@@ -80,10 +81,70 @@ def test_calibration_offsets_are_ordered():
 
 
 def test_pointwise_scores_use_every_point():
-    scores = np.random.default_rng(0).normal(size=(100, 12))
+    scores = np.random.default_rng(0).normal(size=(400, 12))
     result = calibrate(scores, 0.95, "pointwise", outcome_lag=4, horizon_origins=4)
-    assert result.scores == 1200
-    assert result.upper_offset == pytest.approx(1.96, abs=0.25)
+    assert result.scores == 4800
+    assert result.upper_offset.shape == result.lower_offset.shape == (12,)
+    assert np.mean(result.upper_offset) == pytest.approx(1.96, abs=0.15)
+    assert np.mean(result.lower_offset) == pytest.approx(-1.96, abs=0.15)
+    assert np.all(result.lower_offset <= result.median_offset) and np.all(result.median_offset <= result.upper_offset)
+    assert 0.95 <= result.coverage <= 1.0  # nominally 0.975 of the samples
+
+
+def growing_errors(origins=2000, leads=12, seed=1):
+    """Scores whose spread grows with the lead: sd 1 at lead 0 up to 4 at the last."""
+    sd = np.linspace(1.0, 4.0, leads)
+    return np.random.default_rng(seed).normal(size=(origins, leads)) * sd, sd
+
+
+def test_per_lead_quantiles_follow_errors_that_grow_with_the_lead():
+    scores, sd = growing_errors()
+    per_lead = conformal_quantile(scores, 0.975, per_lead=True)
+    assert per_lead.shape == (12,)
+    for lead in range(12):
+        assert per_lead[lead] == conformal_quantile(scores[:, lead], 0.975)  # each lead on its own scores
+    assert per_lead == pytest.approx(1.96 * sd, rel=0.12)
+    assert np.all(np.diff(per_lead[::3]) > 0)
+    # one quantile of all leads pooled: too wide for the first lead, too narrow for the last
+    pooled = conformal_quantile(scores, 0.975)
+    assert per_lead[0] < pooled < per_lead[-1]
+
+
+def test_per_lead_bounds_cover_every_lead_out_of_sample():
+    scores, _ = growing_errors(origins=4000)
+    past, future = scores[:2000], scores[2000:]
+    per_lead = np.mean(future <= conformal_quantile(past, 0.975, per_lead=True), axis=0)
+    pooled = np.mean(future <= conformal_quantile(past, 0.975), axis=0)
+    assert np.all(np.abs(per_lead - 0.975) < 0.015)
+    assert pooled[0] > 0.99 and pooled[-1] < 0.95  # what pooling did
+
+
+def test_sequential_coverage_per_lead_is_close_to_the_level():
+    scores, _ = growing_errors(origins=3000)
+    coverage, evaluated = sequential_coverage(scores, 4, 0.975, every=4, max_evaluations=500, per_lead=True)
+    assert evaluated == 500
+    assert 0.96 <= coverage <= 0.99
+
+
+def test_per_lead_quantiles_need_enough_origins():
+    with pytest.raises(ForecastError) as err:
+        conformal_quantile(np.zeros((38, 12)), 0.975, per_lead=True)  # 39 per lead for 97.5%
+    assert err.value.reason == "InsufficientData"
+    assert conformal_quantile(np.zeros((39, 12)), 0.975, per_lead=True).shape == (12,)
+
+
+def test_pinball_loss_takes_one_offset_per_lead():
+    scores, _ = growing_errors()
+    per_lead = conformal_quantile(scores, 0.975, per_lead=True)
+    assert pinball_loss(scores, per_lead, 0.975) < pinball_loss(scores, conformal_quantile(scores, 0.975), 0.975)
+
+
+def test_bounds_of_the_peak_from_a_band_and_from_peak_offsets():
+    band = Calibration(np.array([-1.0, -2.0, -3.0]), np.zeros(3), np.array([1.0, 2.0, 5.0]), 0.97, 30)
+    # the highest point of each edge of the band
+    assert band.bounds(np.array([10.0, 12.0, 8.0])) == (10.0, 12.0, 14.0)
+    peak = Calibration(-1.0, 0.5, 3.0, 0.95, 10)
+    assert peak.bounds(np.array([10.0, 12.0, 8.0])) == (11.0, 12.5, 15.0)
 
 
 def test_wide_interval_is_too_uncertain():

@@ -60,7 +60,7 @@ def test_upper_bound_holds_out_of_sample_on_a_real_series():
     covered = []
     for hour in range(24):
         now = series.index[0] + pd.Timedelta(days=8, hours=hour)
-        forecast = forecast_series(series, HOUR, 0.95, now=now)
+        forecast = forecast_series(series, HOUR, 0.95, now=now, interval="peak")
         actual = series[(series.index >= now) & (series.index < now + pd.Timedelta(hours=1))].max()
         covered.append(actual <= forecast.upper_bound)
     assert np.mean(covered) >= 0.8  # 95% on average; one day is a small sample
@@ -84,10 +84,41 @@ def test_higher_confidence_gives_a_higher_bound():
 
 def test_pointwise_interval_bounds_each_sample_not_the_peak():
     series = real("nasa_http_jul95_5min", days=5)
-    peak = forecast_series(series, HOUR, 0.95)
-    pointwise = forecast_series(series, HOUR, 0.95, interval="pointwise")
-    assert pointwise.interval == "pointwise"
+    peak = forecast_series(series, HOUR, 0.95, interval="peak")
+    pointwise = forecast_series(series, HOUR, 0.95)
+    assert pointwise.interval == "pointwise"  # the default
+    assert peak.interval == "peak" and peak.upper_band == ()
     assert pointwise.upper_bound < peak.upper_bound
+
+
+def test_pointwise_upper_bound_is_the_top_of_a_per_sample_band():
+    forecast = forecast_series(real("nasa_http_jul95_5min", days=5), HOUR, 0.95)
+    assert len(forecast.upper_band) == 12  # one per 5-min sample of the hour
+    assert forecast.upper_bound == pytest.approx(max(forecast.upper_band))
+    per_sample = np.repeat(forecast.path, 3)
+    assert np.all(np.asarray(forecast.upper_band) > per_sample)
+    assert forecast.lower_bound <= forecast.predicted_peak <= forecast.upper_bound
+
+
+def test_band_widens_with_the_lead_when_errors_do():
+    # a random walk around a daily cycle: the further ahead, the less the last value says
+    rng = np.random.default_rng(11)
+    series = synthetic(days=6, noise=0.5, seed=11) + np.cumsum(rng.normal(0, 2.0, 6 * 288))
+    forecast = forecast_series(series, HOUR, 0.95)
+    widths = np.asarray(forecast.upper_band) - np.repeat(forecast.path, 3)
+    assert widths[-3:].mean() > 1.5 * widths[:3].mean()
+
+
+def test_pointwise_band_covers_its_share_of_samples_out_of_sample():
+    series = synthetic(days=9, noise=5.0, seed=4)
+    under = []
+    for hour in range(0, 48, 2):
+        now = series.index[0] + pd.Timedelta(days=7, hours=hour)
+        forecast = forecast_series(series, HOUR, 0.95, now=now)
+        actual = series[(series.index >= now) & (series.index < now + pd.Timedelta(hours=1))].to_numpy()
+        under.extend(actual <= np.asarray(forecast.upper_band))
+        assert 0.95 <= forecast.coverage <= 1.0  # the replayed share, nominally 0.975
+    assert 0.95 <= np.mean(under) <= 1.0
 
 
 def test_constant_series_gives_the_constant():
