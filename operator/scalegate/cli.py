@@ -47,6 +47,9 @@ def _operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json"
                    else kopf.LogFormat.FULL)
     logging.getLogger("scalegate").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs every watch event it hands to a handler; our own log has each outcome.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = handlers.OperatorSettings(
         workers=args.workers, retention_seconds=args.retention, gc_interval_seconds=args.gc_interval,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -35,7 +36,29 @@ def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config(client_configuration=config)
     config.connection_pool_maxsize = 64
+    _throttle_credential_refresh(config)
     return kubernetes.client.ApiClient(config)
+
+
+def _throttle_credential_refresh(config: kubernetes.client.Configuration, every_seconds: float = 10.0) -> None:
+    """The config loaders re-apply the whole kubeconfig before every request (a few percent
+    of the operator's CPU under load); credentials only need a look every few seconds. A
+    token that expires in between costs one refused request, which is retried."""
+    refresh = config.refresh_api_key_hook
+    if refresh is None:
+        return
+    lock = threading.Lock()
+    due = [0.0]
+
+    def throttled(configuration) -> None:
+        with lock:
+            now = time.monotonic()
+            if now < due[0]:
+                return
+            due[0] = now + every_seconds
+            refresh(configuration)
+
+    config.refresh_api_key_hook = throttled
 
 
 class KubeError(Exception):
@@ -139,13 +162,18 @@ class Kube:
         except NotFound:
             return None
 
-    def list_policy_proposals(self, namespace: str, policy: str) -> list[tuple[str, dt.datetime | None]]:
-        """(name, creationTimestamp) of every proposal labelled for `policy`."""
+    def list_policy_proposals(self, namespace: str, policy: str,
+                              not_older_than: str | None = None) -> list[tuple[str, dt.datetime | None]]:
+        """(name, creationTimestamp) of every proposal labelled for `policy`; with
+        `not_older_than`, a list at least as recent as that resourceVersion."""
         # Metadata only: names and creation times are all that is needed, and a policy's
         # history of proposals, evidence and all, would cost both sides far more.
+        query = [("labelSelector", f"{POLICY_LABEL}={policy}")]
+        if not_older_than:
+            # From the API server's cache, yet at least as new as the proposal being decided.
+            query += [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
         result = self._raw(f"list proposals of policy {namespace}/{policy}", "GET",
-                           self._custom_path(namespace, PROPOSAL_PLURAL),
-                           query=[("labelSelector", f"{POLICY_LABEL}={policy}")], accept=METADATA_LIST)
+                           self._custom_path(namespace, PROPOSAL_PLURAL), query=query, accept=METADATA_LIST)
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
                 for item in result.get("items", [])]
 

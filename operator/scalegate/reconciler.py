@@ -101,8 +101,10 @@ class Reconciler:
         if proposal.intent is not None:
             return self._recover(body, proposal, now)
 
+        # Any proposal created before the state we decide on is in this list.
         newest = d.newest_proposal(
-            self.kube.list_policy_proposals(proposal.namespace, proposal.policy_name)
+            self.kube.list_policy_proposals(proposal.namespace, proposal.policy_name,
+                                            not_older_than=body["metadata"].get("resourceVersion"))
             + [(proposal.name, proposal.created)])
         outcome = d.check_expiry_rejection_supersession(proposal, now, newest)
         outcome = outcome or d.check_approval(proposal, now)

@@ -102,8 +102,9 @@ class FakeKube:
         body = self.proposals.get((namespace, name))
         return copy.deepcopy(body) if body else None
 
-    def list_policy_proposals(self, namespace: str, policy: str) -> list[tuple[str, dt.datetime | None]]:
-        self._enter("list_policy_proposals", namespace, policy)
+    def list_policy_proposals(self, namespace: str, policy: str,
+                              not_older_than: str | None = None) -> list[tuple[str, dt.datetime | None]]:
+        self._enter("list_policy_proposals", namespace, policy, not_older_than)
         return [(body["metadata"]["name"], parse_time(body["metadata"].get("creationTimestamp")))
                 for (ns, _), body in self.proposals.items()
                 if ns == namespace and (body["metadata"].get("labels") or {}).get(POLICY_LABEL) == policy]
@@ -423,6 +424,8 @@ def test_superseded_by_a_newer_proposal_of_the_same_policy(kube, reconciler):
     assert "web-2" in status["message"]
     assert kube.replicas() == 4
     assert not kube.called("user_may_approve")
+    # the list is at least as recent as the state decided on
+    assert kube.called("list_policy_proposals") == [(NS, "web", "1")]
     # the newer one is not superseded by the older one
     assert reconcile(reconciler, "web-2") == 3600.0
     assert kube.status("web-2")["phase"] == Phase.PENDING
