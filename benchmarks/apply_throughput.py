@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/apply_throughput.py            # N = 100 and 1000, 3 runs each, trickle of 30
     .venv/bin/python benchmarks/apply_throughput.py --sizes 100 --runs 1 --trickle 10
 
-For each N: N Deployments, each with a ScalingPolicy and one proposal, all approved at
-once; reports time until all are Applied, applies per second, and the latency from each
-approval (the approving request returned) to the operator's Applied status (seen on a
-watch). Then a trickle: one approval per second, and the same latency. The operator runs
+For each N and run: in a fresh namespace (deleted, with everything in it, before the next
+run), N Deployments, each with a ScalingPolicy and one proposal, all approved at once;
+reports time until all are Applied, applies per second, the latency from each approval
+(the approving request returned) to the operator's Applied status (seen on a watch), and
+the CPU time per apply of every process sharing the cores. Then a trickle: one approval per second, and the same latency. The operator runs
 as its own ServiceAccount with the RBAC from manifests/, and so does nothing else.
 Prints a table and a JSON summary (medians over runs). Goals on a 2-core machine with the
 API server on it: 1,000 applied in <= 20 s; trickle p99 <= 1 s.
@@ -137,6 +138,22 @@ class Bench:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             return list(pool.map(one, range(count)))
 
+    def delete_namespace(self, namespace: str, timeout: float = 600) -> None:
+        """Delete a run's namespace and wait until it is gone (its Deployments, pods and
+        proposals too), so that every run starts from the same cluster state."""
+        core = kubernetes.client.CoreV1Api(self.admin)
+        core.delete_namespace(namespace)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                core.read_namespace(namespace)
+            except kubernetes.client.ApiException as err:
+                if err.status == 404:
+                    return
+                raise
+            time.sleep(1.0)
+        raise RuntimeError(f"namespace {namespace} still exists after {timeout:.0f}s")
+
     def wait_pending(self, namespace: str, count: int, timeout: float = 600) -> None:
         custom = kubernetes.client.CustomObjectsApi(self.admin)
         deadline = time.monotonic() + timeout
@@ -213,6 +230,7 @@ def process_cpu(bench: Bench) -> dict[str, float]:
 
 
 def burst(bench: Bench, count: int) -> dict:
+    namespace = None
     try:
         namespace, names, watcher = _watched(bench, f"burst-{count}", count)
         cpu_before = process_cpu(bench)
@@ -231,9 +249,12 @@ def burst(bench: Bench, count: int) -> dict:
         return figures
     finally:
         bench.stop_operator()
+        if namespace:
+            bench.delete_namespace(namespace)
 
 
 def trickle(bench: Bench, count: int) -> dict:
+    namespace = None
     try:
         namespace, names, watcher = _watched(bench, "trickle", count)
         approved = {}
@@ -243,6 +264,8 @@ def trickle(bench: Bench, count: int) -> dict:
         return _latency_figures(watcher, names, approved, count, timeout=60)
     finally:
         bench.stop_operator()
+        if namespace:
+            bench.delete_namespace(namespace)
 
 
 def median_of(runs: list[dict], key: str) -> float:

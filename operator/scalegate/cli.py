@@ -111,7 +111,12 @@ def _forecast_once(args: argparse.Namespace) -> int:
 
 def _forecaster_loop(args: argparse.Namespace) -> int:
     import logging
+    import os
 
+    # One BLAS thread per fitting process (before numpy loads): the pool already has a
+    # process per core, and more threads would only compete for the same cores.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     from . import metrics
     from .forecaster import Forecaster, default_pool, run_forever
 

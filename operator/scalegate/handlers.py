@@ -57,6 +57,21 @@ class OperatorSettings:
         )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf deep-copies every object on every event to diff it against the last handled
+    state; only change handlers (on.create/update/...) use that diff, and this operator
+    has none, so the copy is skipped. Replace this if a change handler is ever added."""
+
+    def build(self, *, body, extra_fields=None):
+        return {}
+
+    def fetch(self, *, body):
+        return None
+
+    def store(self, *, body, patch, essence) -> None:
+        pass
+
+
 @dataclass
 class Runtime:
     """Application objects, passed through kopf's memo."""
@@ -123,6 +138,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     # large initial list arrives in pages rather than as one burst held in memory.
     settings.watching.field_selectors[GROUP, PROPOSAL_PLURAL] = OPEN_PROPOSALS_FIELD_SELECTOR
     settings.watching.chunk_size = LIST_PAGE_SIZE
+    settings.persistence.diffbase_storage = NoDiffBase()
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
     reconciler = Reconciler(Kube(api_client(ours.kubeconfig)), autoscalers=lambda ns: runtime.autoscalers(ns))
