@@ -10,10 +10,12 @@ functions; I/O goes through `Kube` and `PrometheusSource`.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import datetime as dt
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,12 +164,33 @@ class Forecaster:
     pool: concurrent.futures.Executor | None = None
     _identity: str | None = None
     _previous: dict[tuple[str, str], Forecast] = field(default_factory=dict)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def identity(self) -> str:
         if self._identity is None:
             self._identity = self.kube.whoami()
         return self._identity
+
+    def _plan(self, series, policy: Policy, current: int, now: dt.datetime) -> Plan:
+        """`plan` in the process pool (CPU-bound fits use every core), or here without one."""
+        pool = self.pool
+        if pool is None:
+            return plan(series, policy, current, now)
+        try:
+            return pool.submit(plan, series, policy, current, now).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            # A worker died (killed, out of memory): every later fit would fail too, so
+            # start a new pool and try once more; one bad fit must not stop the rest.
+            log.warning("forecast worker process died; starting a new pool")
+            return self._renewed_pool(pool).submit(plan, series, policy, current, now).result()
+
+    def _renewed_pool(self, broken: concurrent.futures.Executor) -> concurrent.futures.Executor:
+        with self._pool_lock:
+            if self.pool is broken:  # the first thread to notice replaces it
+                broken.shutdown(wait=False, cancel_futures=True)
+                self.pool = default_pool()
+            return self.pool
 
     def run_policy(self, body: dict) -> RoundResult:
         started = time.monotonic()
@@ -188,10 +211,7 @@ class Forecaster:
                                        step_seconds=spec.step_seconds, end=now)
             self._check_previous(policy, series)
             current = self.kube.get_scale(namespace, policy.target).replicas
-            if self.pool is not None:
-                planned = self.pool.submit(plan, series, policy, current, now).result()
-            else:
-                planned = plan(series, policy, current, now)
+            planned = self._plan(series, policy, current, now)
         except ForecastError as err:
             return self._fail(body, namespace, name, err.reason, err.message, started)
         except (NotFound, NoScaleSubresource) as err:

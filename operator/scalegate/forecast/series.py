@@ -47,6 +47,11 @@ class ForecastError(Exception):
         self.reason = reason
         self.message = message
 
+    def __reduce__(self):
+        # Raised in the forecaster's worker processes: it must cross back intact (the
+        # default pickling would call __init__ with one argument and break the pool).
+        return type(self), (self.reason, self.message)
+
 
 @dataclass(frozen=True)
 class RegularSeries:
