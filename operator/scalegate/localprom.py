@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+
+from .devcluster.cluster import free_port
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
@@ -79,12 +80,6 @@ def backfill(data_dir: Path, metric: str, series: list[tuple[pd.Series, dict[str
     source.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"promtool could not backfill the series: {proc.stderr.strip() or proc.stdout.strip()}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalPrometheus:

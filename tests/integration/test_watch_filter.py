@@ -11,9 +11,11 @@ from scalegate.kube import Kube
 from scalegate.model import GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, PROPOSAL_PLURAL, VERSION, Phase
 
 
-def proposal(name: str) -> dict:
+def proposal(name: str, proposer: str) -> dict:
+    # Named as its proposer, so that the approval admission policy (if installed) admits it.
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingProposal",
+        "metadata": {"name": name, "annotations": {"scalegate.io/proposed-by": proposer}},
         "spec": {"policyRef": {"name": "web"}, "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                                               "name": "web"},
                  "currentReplicas": 2, "replicas": 3, "validUntil": "2099-01-01T00:00:00Z", "reason": "test"},
@@ -21,7 +23,8 @@ def proposal(name: str) -> dict:
 
 
 def create(custom, namespace: str, name: str, phase: str | None) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, proposal(name))
+    proposer = Kube(custom.api_client).whoami()
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, proposal(name, proposer))
     if phase:
         set_phase(custom, namespace, name, phase)
 
