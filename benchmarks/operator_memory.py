@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import uuid
 from pathlib import Path
 
 import kubernetes
+
+from scalegate.devcluster.cluster import free_port
 
 GOAL_MB = 150.0
 GROUP, VERSION = "scalegate.io", "v1alpha1"
@@ -56,12 +57,6 @@ def load_apply_throughput():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def proc_status_kb(pid: int, field: str) -> int:

@@ -8,21 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from harness import Cluster, wait_for
+from scalegate.devcluster.cluster import free_port
 
 GROUP, VERSION = "scalegate.io", "v1alpha1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OperatorProcess:
@@ -34,7 +28,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.namespaces = namespaces or []
         self.extra_args = extra_args or []
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "OperatorProcess":
