@@ -177,9 +177,6 @@ class Kube:
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
                 for item in result.get("items", [])]
 
-    def list_proposals(self, namespace: str | None = None) -> list[dict]:
-        return self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL)).get("items", [])
-
     def iter_proposals(self, namespace: str | None = None, page_size: int = 500) -> Iterator[dict]:
         """Every proposal, fetched a page at a time so a sweep over thousands of old ones
         never holds them all in memory at once."""
