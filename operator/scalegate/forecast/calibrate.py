@@ -19,7 +19,9 @@ On the 11 recorded series (7 training days, the next 7 evaluated) the pooled
 band was under-provisioned 1.11% of the time (worst 2.58%) at 1.150x the
 oracle's replica-hours, the per-lead band 0.85% (worst 2.28%) at 1.187x; at
 equal cost the per-lead band is under-provisioned less, also on the later
-weeks of the longer series.
+weeks of the longer series. (Those figures are for 15-minute bins; with 10-minute
+bins and the error-corrected models of :mod:`.models`, the per-lead band is
+at 0.75%, worst 1.59%, 1.177x.)
 
 The alternative ``interval="peak"`` scores the peak of the native samples over
 the horizon minus the predicted peak, and bounds the horizon's peak with

@@ -278,3 +278,48 @@ class _MSTLFit(FittedModel):
                 origins[at_end, None] + ahead
             ]
         return out
+
+
+# --- error correction (any model + its latest one-step error, carried forward) -------------
+
+
+class ErrorCorrected(FittedModel):
+    """A fitted model whose forecasts also carry its latest one-step error forward.
+
+    Load that is above its forecast now tends to stay above it for a while (a
+    burst, a slow day), longer than a smoothed level follows. At origin ``o``
+    the latest error is ``e = y[o - 1] - (the base model's one-step forecast of
+    it)``; step ``h`` ahead then adds ``beta[h] * e``, with one ``beta`` per
+    step fitted by least squares (no intercept) on every origin whose outcome
+    is known. Like the smoothing parameters, ``beta`` is a few numbers
+    estimated once on the whole series; the errors themselves are causal.
+    """
+
+    def __init__(self, base: FittedModel, y: np.ndarray):
+        self.base, self.y, self.n = base, np.asarray(y, dtype=float), base.n
+        # origin o needs the one-step forecast made at o - 1
+        self.first_origin = base.first_origin + 1
+        self.description = f"{base.description} + error correction"
+        origins = np.arange(base.first_origin, self.n)
+        self._errors = np.zeros(self.n + 1)
+        self._errors[origins + 1] = self.y[origins] - base.rolling_forecasts(origins, 1)[:, 0]
+        self._betas: dict[int, np.ndarray] = {}
+
+    def betas(self, steps: int) -> np.ndarray:
+        """Least-squares weight of the latest error for each step ahead, shape ``(steps,)``."""
+        if steps not in self._betas:
+            origins = np.arange(self.first_origin, self.n - steps + 1)
+            beta = np.zeros(steps)
+            if len(origins):
+                errors = self._errors[origins]
+                ahead = self.y[origins[:, None] + np.arange(steps)[None, :]] - self.base.rolling_forecasts(origins, steps)
+                energy = float(errors @ errors)
+                if energy > 0:
+                    beta = errors @ ahead / energy
+            self._betas[steps] = beta
+        return self._betas[steps]
+
+    def rolling_forecasts(self, origins, steps):
+        origins = np.asarray(origins)
+        base = self.base.rolling_forecasts(origins, steps)
+        return base + self._errors[origins, None] * self.betas(steps)[None, :]

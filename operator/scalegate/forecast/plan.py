@@ -7,6 +7,8 @@ forecaster loop and the backtest both call. The steps:
 2. average it into bins of the resolution the horizon needs (:mod:`.resample`);
 3. fit each candidate model once and replay it from every earlier origin
    (a rolling-origin backtest whose states use only data before the origin);
+   every model also competes with its error correction
+   (:class:`.models.ErrorCorrected`: its latest error carried forward);
 4. score each origin: each native sample over the horizon minus its bin's
    forecast (with ``interval="peak"``: the native peak over the horizon minus
    the predicted peak);
@@ -29,11 +31,11 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import calibrate as cal
-from .models import Estimator, FittedModel, HoltWinters, MSTLHolt, SeasonalNaive
+from .models import ErrorCorrected, Estimator, FittedModel, HoltWinters, MSTLHolt, SeasonalNaive
 from .resample import bin_means, choose_resolution, season_length
 from .series import DAY_SECONDS, MAX_INTERPOLATED_GAP_STEPS, ForecastError, RegularSeries, regularize
 
-#: Models tried unless the caller names others.
+#: Models tried unless the caller names others (each as it is and with its error correction).
 DEFAULT_MODELS = ("seasonal-naive", "holt-winters", "holt")
 #: Every model there is. MSTL is opt-in: its decomposition is not causal, so
 #: its honest backtest is only the held-out week below, and being chosen and
@@ -189,7 +191,8 @@ def forecast_series(
         What the interval covers; see :mod:`.calibrate`.
     models : tuple of str, default :data:`DEFAULT_MODELS`
         Candidates, from :data:`ALL_MODELS`; each is tried when the data is long
-        enough for it, and the seasonal naive floor whenever it is named.
+        enough for it (as it is and with its error correction), and the seasonal
+        naive floor whenever it is named.
 
     Returns
     -------
@@ -331,9 +334,10 @@ def _backtested_candidates(
         except ForecastError as exc:
             failures.append(exc.message)
             continue
-        candidate = _replay(fitted, layout)
-        if len(candidate.origins) >= cal.min_scores(level):
-            candidates[fitted.description] = candidate
+        for model in (fitted, ErrorCorrected(fitted, bins)):
+            candidate = _replay(model, layout)
+            if len(candidate.origins) >= cal.min_scores(level):
+                candidates[model.description] = candidate
     if estimators and len(failures) == len(estimators):
         raise ForecastError("FitFailed", "no model could be fitted: " + "; ".join(failures))
     return candidates

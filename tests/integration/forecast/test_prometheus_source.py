@@ -52,7 +52,7 @@ def test_aggregated_query_over_the_backfill_feeds_a_forecast(prometheus):
     forecast = forecast_series(series, 3600, 0.95)
     assert forecast.points == len(series)
     assert forecast.lower_bound <= forecast.predicted_peak <= forecast.upper_bound
-    assert forecast.resolution_seconds == 900
+    assert forecast.resolution_seconds == 600
 
 
 def test_coarser_step_is_served_by_prometheus(prometheus):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-from scalegate.forecast.models import HoltWinters, MSTLHolt, SeasonalNaive
+from scalegate.forecast.models import ErrorCorrected, HoltWinters, MSTLHolt, SeasonalNaive
 from scalegate.forecast.series import ForecastError
 
 pytestmark = pytest.mark.unit
@@ -100,3 +100,53 @@ def test_mstl_needs_two_weeks_and_a_day_plus_the_holdout():
     assert estimator.min_length() == 2 * 7 * SEASON + SEASON + SEASON
     with pytest.raises(ForecastError):
         estimator.fit(np.ones(estimator.min_length() - 1))
+
+
+def seasonal_with_persistent_errors(days, phi, seed=0):
+    """A clean daily season plus AR(1) noise: errors that persist with weight ``phi`` per step."""
+    rng = np.random.default_rng(seed)
+    noise = np.zeros(days * SEASON)
+    shocks = rng.normal(0, 1, len(noise))
+    for t in range(1, len(noise)):
+        noise[t] = phi * noise[t - 1] + shocks[t]
+    return seasonal_series(days, noise=0) + noise
+
+
+def test_error_correction_learns_how_long_errors_persist():
+    # Seasonal naive leaves the AR(1) noise in its errors: the weight of the
+    # latest error h steps ahead should decay with the lead, as phi**h would.
+    y = seasonal_with_persistent_errors(60, phi=0.8)
+    corrected = ErrorCorrected(SeasonalNaive(SEASON).fit(y), y)
+    beta = corrected.betas(4)
+    assert corrected.description == f"seasonal-naive(seasonal={SEASON}) + error correction"
+    assert np.all(np.diff(beta) < 0) and beta[0] > 0.3 and beta[-1] > 0
+    # ...and, with weights learnt on the first half, forecasts the second half better than the model it corrects.
+    half = len(y) // 2
+    full = ErrorCorrected(SeasonalNaive(SEASON).fit(y), y)
+    full._betas[4] = ErrorCorrected(SeasonalNaive(SEASON).fit(y[:half]), y[:half]).betas(4)
+    origins = np.arange(half, len(y) - 4)
+    truth = y[origins[:, None] + np.arange(4)[None, :]]
+    plain_error = np.abs(truth - full.base.rolling_forecasts(origins, 4)).mean()
+    corrected_error = np.abs(truth - full.rolling_forecasts(origins, 4)).mean()
+    assert corrected_error < 0.9 * plain_error
+
+
+def test_error_correction_is_causal():
+    # A forecast from origin o must not change when data from o on changes
+    # (apart from the few weights, which are estimated on the whole series).
+    y = seasonal_with_persistent_errors(20, phi=0.5)
+    changed = y.copy()
+    changed[300:] += 40
+    origin = np.array([300])
+    base = SeasonalNaive(SEASON)
+    a = ErrorCorrected(base.fit(y), y)
+    b = ErrorCorrected(base.fit(changed), changed)
+    b._betas[3] = a.betas(3)  # same weights: only the errors may differ
+    np.testing.assert_allclose(a.rolling_forecasts(origin, 3), b.rolling_forecasts(origin, 3))
+
+
+def test_error_correction_of_a_perfect_model_changes_nothing():
+    y = np.tile(np.arange(SEASON, dtype=float), 10)
+    corrected = ErrorCorrected(SeasonalNaive(SEASON).fit(y), y)
+    np.testing.assert_array_equal(corrected.betas(5), np.zeros(5))
+    np.testing.assert_array_equal(corrected.forecast(SEASON), y[-SEASON:])

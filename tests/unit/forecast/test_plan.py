@@ -33,8 +33,8 @@ def test_forecast_on_five_minute_web_traffic():
     series = real("nasa_http_jul95_5min", days=5)
     forecast = forecast_series(series, HOUR, 0.95)
     assert isinstance(forecast, Forecast)
-    assert forecast.resolution_seconds == 900
-    assert len(forecast.path) == 4
+    assert forecast.resolution_seconds == 600
+    assert len(forecast.path) == 6
     assert forecast.lower_bound <= forecast.predicted_peak <= forecast.upper_bound
     assert forecast.upper_bound > max(forecast.path)  # bin means understate the 5-min peak
     first = series.index[-1] + pd.Timedelta(minutes=5)
@@ -95,7 +95,7 @@ def test_pointwise_upper_bound_is_the_top_of_a_per_sample_band():
     forecast = forecast_series(real("nasa_http_jul95_5min", days=5), HOUR, 0.95)
     assert len(forecast.upper_band) == 12  # one per 5-min sample of the hour
     assert forecast.upper_bound == pytest.approx(max(forecast.upper_band))
-    per_sample = np.repeat(forecast.path, 3)
+    per_sample = np.repeat(forecast.path, 2)
     assert np.all(np.asarray(forecast.upper_band) > per_sample)
     assert forecast.lower_bound <= forecast.predicted_peak <= forecast.upper_bound
 
@@ -105,7 +105,7 @@ def test_band_widens_with_the_lead_when_errors_do():
     rng = np.random.default_rng(11)
     series = synthetic(days=6, noise=0.5, seed=11) + np.cumsum(rng.normal(0, 2.0, 6 * 288))
     forecast = forecast_series(series, HOUR, 0.95)
-    widths = np.asarray(forecast.upper_band) - np.repeat(forecast.path, 3)
+    widths = np.asarray(forecast.upper_band) - np.repeat(forecast.path, 2)
     assert widths[-3:].mean() > 1.5 * widths[:3].mean()
 
 
@@ -189,14 +189,18 @@ def test_mstl_is_opt_in_and_needs_three_weeks_and_a_day():
 
     assert not any(name.startswith("mstl") for name in tried(22.1, DEFAULT_MODELS))
     with_mstl = tried(22.1, ALL_MODELS)
-    assert any(name.startswith("mstl(seasonal=96,672)") for name in with_mstl)
-    assert len(with_mstl) == 4
+    assert any(name.startswith("mstl(seasonal=144,1008)") for name in with_mstl)
+    assert len(with_mstl) == 8  # each model as it is and with its error correction
     assert not any(name.startswith("mstl") for name in tried(21.9, ALL_MODELS))
 
 
 def test_models_can_be_narrowed_and_are_checked():
     forecast = forecast_series(synthetic(days=3), HOUR, 0.95, models=("holt",))
-    assert forecast.model == "holt(additive, damped)"
+    assert forecast.model in ("holt(additive, damped)", "holt(additive, damped) + error correction")
+    assert {name for name, _ in forecast.candidates} == {
+        "holt(additive, damped)",
+        "holt(additive, damped) + error correction",
+    }
     with pytest.raises(ValueError):
         forecast_series(synthetic(days=3), HOUR, 0.95, models=("prophet",))
 

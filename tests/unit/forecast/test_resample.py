@@ -9,12 +9,13 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     "horizon, step, expected",
     [
-        (3600, 300, 900),  # 1 h on 5-min data: four 15-min bins
+        (3600, 300, 600),  # 1 h on 5-min data: six 10-min bins
         (3600, 1800, 1800),  # never finer than the data
-        (3600, 60, 900),
+        (3600, 60, 600),
+        (7200, 300, 1200),
         (86400, 300, 3600),  # long horizons stop at hourly bins (a day keeps 24)
         (600, 300, 300),
-        (3600, 420, 840),  # 7-min data: no multiple divides a day, so the largest that fits
+        (7200, 420, 840),  # 7-min data: no multiple divides a day, so the largest that fits
     ],
 )
 def test_resolution_depends_only_on_horizon_and_step(horizon, step, expected):
