@@ -313,10 +313,13 @@ class ErrorCorrected(FittedModel):
             if len(origins):
                 errors = self._errors[origins]
                 ahead = self.y[origins[:, None] + np.arange(steps)[None, :]] - self.base.rolling_forecasts(origins, steps)
-                energy = float(errors @ errors)
-                if energy > 0:
-                    beta = errors @ ahead / energy
-            self._betas[steps] = beta
+                # in units of the largest error, so that sums of squares neither overflow nor underflow
+                unit = float(np.max(np.abs(errors)))
+                if unit > 0:
+                    errors, ahead = errors / unit, ahead / unit
+                    beta = errors @ ahead / float(errors @ errors)
+            # a weight that is not a number would make every forecast one; carry nothing instead
+            self._betas[steps] = np.where(np.isfinite(beta), beta, 0.0)
         return self._betas[steps]
 
     def rolling_forecasts(self, origins, steps):

@@ -150,3 +150,14 @@ def test_error_correction_of_a_perfect_model_changes_nothing():
     corrected = ErrorCorrected(SeasonalNaive(SEASON).fit(y), y)
     np.testing.assert_array_equal(corrected.betas(5), np.zeros(5))
     np.testing.assert_array_equal(corrected.forecast(SEASON), y[-SEASON:])
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_error_correction_weights_do_not_depend_on_the_units(scale):
+    # sums of squared errors would underflow or overflow at these scales
+    y = seasonal_with_persistent_errors(10, phi=0.7)
+    expected = ErrorCorrected(SeasonalNaive(SEASON).fit(y), y).betas(4)
+    scaled = ErrorCorrected(SeasonalNaive(SEASON).fit(y * scale), y * scale)
+    with np.errstate(all="raise"):
+        np.testing.assert_allclose(scaled.betas(4), expected, rtol=1e-9)
+        assert np.all(np.isfinite(scaled.forecast(4)))
