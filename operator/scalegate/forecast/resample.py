@@ -10,8 +10,7 @@ Six bins per horizon rather than four: together with the error correction
 of :class:`.models.ErrorCorrected`, 10-minute bins for an hour ahead were
 cheaper and missed less than 15-minute ones on the 11 recorded series (7
 training days, the next 7 evaluated: 0.75% under-provisioned, worst 1.59%,
-1.178x the oracle's replica-hours, against 0.81%, 1.74%, 1.185x), and also on
-the later weeks of the longer series. Bins as fine as the 5-minute samples
+1.177x the oracle's replica-hours, against 0.81%, 1.74%, 1.185x). Bins as fine as the 5-minute samples
 forecast best point for point but cost more (1.22x in an earlier replay).
 """
 
