@@ -225,3 +225,19 @@ def test_fourteen_days_of_five_minute_data_is_fast():
         forecast_series(series, HOUR, 0.95)
     # the operator's budget is ~120 ms per policy; leave room for a loaded CI machine
     assert (time.process_time() - started) / 3 < 0.4
+
+
+def test_error_correction_wins_where_errors_persist():
+    # A daily cycle plus slow AR(1) drift: yesterday's value misses by today's drift,
+    # which the latest error tells. The corrected seasonal naive must be chosen,
+    # its calibrated bound clearly tighter (pinball loss) than the plain one's.
+    rng = np.random.default_rng(5)
+    series = synthetic(days=5, noise=0.0)
+    drift = np.zeros(len(series))
+    for t in range(1, len(drift)):
+        drift[t] = 0.98 * drift[t - 1] + rng.normal(0, 2.0)
+    series = series + drift
+    corrected = forecast_series(series, HOUR, 0.95, models=("seasonal-naive",))
+    assert corrected.model == "seasonal-naive(seasonal=144) + error correction"
+    losses = dict(corrected.candidates)
+    assert losses[corrected.model] < 0.8 * losses["seasonal-naive(seasonal=144)"]
