@@ -1244,6 +1244,52 @@ def test_validuntil_offsets_beyond_rfc3339_are_refused(scenario: Scenario, valid
     assert refused.value.status == 422 and "validUntil" in refusal_message(refused.value)
 
 
+# Found by the fuzzing on Kubernetes 1.37: `format: date-time` on a string field lets any
+# list through, so every time field also has a CEL rule that reads it as a timestamp.
+@pytest.mark.parametrize("field_name, spec", [
+    ("validUntil", {"validUntil": []}),
+    ("validUntil", {"validUntil": ["2030-01-01T00:00:00Z"]}),
+    ("peakTime", {"forecast": {"peakTime": [1]}}),
+    ("start", {"forecast": {"window": {"start": []}}}),
+    ("end", {"forecast": {"window": {"end": ["2030-01-01T00:00:00Z"]}}}),
+])
+def test_time_fields_refuse_lists(scenario: Scenario, field_name: str, spec: dict):
+    s = scenario
+    body = proposal_body("listed", "web", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, 1, 2,
+                         "2030-01-01T00:00:00Z")
+    body["spec"].update(spec)
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        s.create(PROPOSALS, body)
+    assert refused.value.status == 422 and f"{field_name} must be an RFC 3339 date-time" in refusal_message(refused.value)
+
+
+@pytest.mark.parametrize("plural, status", [
+    (PROPOSALS, {"approvedAt": []}),
+    (PROPOSALS, {"finishedAt": ["2030-01-01T00:00:00Z"]}),
+    (PROPOSALS, {"appliedAt": [1]}),
+    (POLICIES, {"lastAppliedTime": []}),
+    (POLICIES, {"lastForecastTime": ["2030-01-01T00:00:00Z"]}),
+    (POLICIES, {"conditions": [{"type": "ForecastReady", "status": "True", "reason": "Forecast", "message": "ok",
+                                "lastTransitionTime": []}]}),
+])
+def test_status_time_fields_refuse_lists_and_accept_times(scenario: Scenario, plural: str, status: dict):
+    # The cooldown counts from the policy's lastAppliedTime: a list there must never be stored.
+    s = scenario
+    if plural == PROPOSALS:
+        s.create(PROPOSALS, proposal_body("st", "web", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                                          1, 2, "2030-01-01T00:00:00Z"))
+    else:
+        s.create(POLICIES, {"apiVersion": API_VERSION, "kind": "ScalingPolicy", "metadata": {"name": "st"},
+                            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                                     "minReplicas": 1, "maxReplicas": 5}})
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        s.custom.patch_namespaced_custom_object_status(GROUP, VERSION, s.namespace, plural, "st", {"status": status})
+    assert refused.value.status == 422 and "must be an RFC 3339 date-time" in refusal_message(refused.value)
+    valid = json.loads(json.dumps(status).replace("[]", '"2030-01-01T00:00:00Z"').replace("[1]", '"2030-01-01T00:00:00Z"')
+                       .replace('["2030-01-01T00:00:00Z"]', '"2030-01-01T00:00:00Z"'))
+    s.custom.patch_namespaced_custom_object_status(GROUP, VERSION, s.namespace, plural, "st", {"status": valid})
+
+
 def _create_or_none(s: Scenario, body: dict) -> str | None:
     try:
         return s.create(PROPOSALS, body)["metadata"]["name"]
