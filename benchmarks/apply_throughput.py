@@ -32,6 +32,7 @@ from pathlib import Path
 import kubernetes
 
 from scalegate.devcluster import DevCluster, kubectl_path, write_kubeconfig
+from scalegate.devcluster.cluster import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "scalegate.io", "v1alpha1"
@@ -100,9 +101,7 @@ class Bench:
             time.sleep(0.1)
 
     def stop_operator(self) -> None:
-        if self.operator and self.operator.poll() is None:
-            self.operator.terminate()
-            self.operator.wait(timeout=30)
+        stop_process(self.operator, grace=30)
 
     def close(self) -> None:
         self.stop_operator()

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import kubernetes
 
-from scalegate.devcluster.cluster import free_port
+from scalegate.devcluster.cluster import free_port, stop_process
 
 GOAL_MB = 150.0
 GROUP, VERSION = "scalegate.io", "v1alpha1"
@@ -244,13 +244,7 @@ class Operator:
                 "max_mb": round(mb(max(samples)), 1), "hwm_mb": round(mb(proc_status_kb(pid, "VmHWM")), 1)}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc, grace=30)
 
 
 def run(bench, namespace: str, label: str, proposals: int, pending: int, args) -> dict:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from harness import Cluster, wait_for
-from scalegate.devcluster.cluster import free_port
+from scalegate.devcluster.cluster import free_port, stop_process
 
 GROUP, VERSION = "scalegate.io", "v1alpha1"
 
@@ -58,12 +58,7 @@ class OperatorProcess:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, grace=30)
 
 
 # -- object builders ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .devcluster.cluster import free_port
+from .devcluster.cluster import free_port, stop_process
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
@@ -140,11 +140,5 @@ class LocalPrometheus:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, grace=20)
         self.process = None

@@ -63,6 +63,18 @@ def default_state_dir() -> Path:
     return Path(override).expanduser() if override else default_cache_dir() / "dev-cluster"
 
 
+def stop_process(process: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a child process, SIGKILL it if it is still running after ``grace`` seconds, and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range. A port the kernel hands out
     for outgoing connections could be taken by one while its server restarts (fault tests
