@@ -31,8 +31,8 @@ from pathlib import Path
 
 import kubernetes
 
-from scalegate.devcluster import DevCluster, kubectl_path, write_kubeconfig
-from scalegate.devcluster.cluster import stop_process
+from scalegate.dev import DevCluster, kubectl_path, write_kubeconfig
+from scalegate.dev.cluster import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "scalegate.io", "v1alpha1"

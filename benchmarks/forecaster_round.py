@@ -35,12 +35,12 @@ import kubernetes
 import numpy as np
 import pandas as pd
 
-from scalegate.devcluster import DevCluster, kubectl_path
+from scalegate.dev import DevCluster, kubectl_path
 from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster, default_pool
 from scalegate.kube import Kube, api_client
-from scalegate.localprom import LocalPrometheus, backfill, free_port, shift_to_end
+from scalegate.dev.localprom import LocalPrometheus, backfill, free_port, shift_to_end
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR", REPO.parent / "shared" / "data" / "load"))

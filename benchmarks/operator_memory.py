@@ -42,7 +42,7 @@ from pathlib import Path
 
 import kubernetes
 
-from scalegate.devcluster.cluster import free_port, stop_process
+from scalegate.dev.cluster import free_port, stop_process
 
 GOAL_MB = 150.0
 GROUP, VERSION = "scalegate.io", "v1alpha1"

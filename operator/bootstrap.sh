@@ -26,7 +26,7 @@ install_system_packages() {
 }
 
 install_python() {
-  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import scalegate, pytest, hypothesis" >/dev/null 2>&1; then
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import scalegate, scalegate.dev, pytest, hypothesis, matplotlib" >/dev/null 2>&1; then
     echo "== creating .venv and installing scalegate with its test extras"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
@@ -41,7 +41,7 @@ case "$action" in
   demo) exec .venv/bin/scalegate demo "$@" ;;
   test)
     # Build the control plane first, with progress, so the tests do not look hung.
-    .venv/bin/python -c "from scalegate.devcluster import ensure_binaries; ensure_binaries()"
+    .venv/bin/python -c "from scalegate.dev import ensure_binaries; ensure_binaries()"
     exec .venv/bin/python -m pytest "$@" ;;
   *) echo "usage: bash operator/bootstrap.sh [setup|demo|test] [args]" >&2; exit 2 ;;
 esac

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import kubernetes
 import yaml
 
-from scalegate.devcluster import DevCluster, kubectl_path
+from scalegate.dev import DevCluster, kubectl_path
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
@@ -173,7 +173,7 @@ class Cluster:
                                    ttl_seconds: int = 3600) -> Path:
         """A kubeconfig carrying a real token of ServiceAccount namespace/name (TokenRequest),
         so a component runs with exactly that account's rights."""
-        from scalegate.devcluster import write_kubeconfig
+        from scalegate.dev import write_kubeconfig
 
         token = self.core().create_namespaced_service_account_token(
             name, namespace, {"spec": {"expirationSeconds": ttl_seconds}}).status.token

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from harness import Cluster, wait_for
-from scalegate.devcluster.cluster import free_port, stop_process
+from scalegate.dev.cluster import free_port, stop_process
 
 GROUP, VERSION = "scalegate.io", "v1alpha1"
 

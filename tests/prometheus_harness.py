@@ -5,7 +5,7 @@ Usage::
     with PrometheusHarness(series) as prom:
         PrometheusSource(PrometheusSettings(prom.url)).fetch(prom.query, ...)
 
-A thin test wrapper over `scalegate.localprom` (which the demo uses too): a private
+A thin test wrapper over `scalegate.dev.localprom` (which the demo uses too): a private
 temporary TSDB, backfilled once; `stop()` and `start()` again serve the same data
 (on a new port), to test a Prometheus outage.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scalegate.localprom import LocalPrometheus, backfill, binaries_available, selector, shift_to_end
+from scalegate.dev.localprom import LocalPrometheus, backfill, binaries_available, selector, shift_to_end
 
 __all__ = ["PrometheusHarness", "binaries_available"]
 

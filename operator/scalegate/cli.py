@@ -9,8 +9,18 @@ import sys
 from . import __version__
 
 
+def _dev_tooling_missing(err: ImportError) -> int:
+    """Development tooling (local control plane, local Prometheus, demo) is an extra."""
+    print(f"error: {err.name or err} is not installed: the development tooling comes with "
+          "pip install 'scalegate[dev]' (bash operator/bootstrap.sh installs it)", file=sys.stderr)
+    return 1
+
+
 def _dev_cluster(args: argparse.Namespace) -> int:
-    from .devcluster import BuildError, DevCluster, DevClusterError
+    try:
+        from .dev import BuildError, DevCluster, DevClusterError
+    except ImportError as err:
+        return _dev_tooling_missing(err)
 
     cluster = DevCluster(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -131,7 +141,10 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo
+    try:
+        from .dev import demo
+    except ImportError as err:
+        return _dev_tooling_missing(err)
 
     def log(message: str) -> None:
         print(message, flush=True)

@@ -13,8 +13,8 @@ import kubernetes
 import pytest
 
 from harness import Cluster, wait_for
-from scalegate.devcluster import DevCluster, KUBERNETES_VERSION
-from scalegate.devcluster.cluster import _pid_is
+from scalegate.dev import DevCluster, KUBERNETES_VERSION
+from scalegate.dev.cluster import _pid_is
 
 
 def test_server_reports_the_pinned_version(cluster: Cluster):
@@ -174,7 +174,7 @@ def test_dev_cluster_recovers_from_a_killed_run(tmp_path):
 def test_port_in_use_is_a_clear_error(tmp_path, monkeypatch):
     import socket
 
-    from scalegate.devcluster import DevClusterError
+    from scalegate.dev import DevClusterError
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

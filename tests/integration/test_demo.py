@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scalegate.localprom import binaries_available
+from scalegate.dev.localprom import binaries_available
 
 
 @pytest.mark.skipif(not binaries_available(), reason="Debian's prometheus package is not installed")

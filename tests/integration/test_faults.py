@@ -15,7 +15,7 @@ import pytest
 
 from harness import Cluster, wait_for
 from operator_harness import OperatorProcess, Scenario, policy, proposal
-from scalegate.devcluster import DevCluster
+from scalegate.dev import DevCluster
 
 KILLS = int(os.environ.get("SCALEGATE_FAULT_KILLS", "6"))
 TARGETS = int(os.environ.get("SCALEGATE_FAULT_TARGETS", "12"))

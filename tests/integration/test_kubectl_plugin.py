@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from harness import Cluster, wait_for
-from scalegate.devcluster import write_kubeconfig
-from scalegate.devcluster.pki import issue_client_cert
+from scalegate.dev import write_kubeconfig
+from scalegate.dev.pki import issue_client_cert
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, POLICY_PLURAL,
                              PROPOSAL_PLURAL, PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
 
@@ -53,7 +53,7 @@ class Plugin:
         self.bin = directory / "bin"
         self.bin.mkdir(exist_ok=True)
         wrapper = self.bin / "kubectl-scalegate"
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m scalegate.kubectl_plugin "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m scalegate.plugin.cli "$@"\n')
         wrapper.chmod(0o755)
 
     def __call__(self, *args: str, kubeconfig: Path | str | None = None) -> subprocess.CompletedProcess:

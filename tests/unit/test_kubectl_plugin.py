@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from scalegate import kubectl_plugin
+from scalegate.plugin import cli as kubectl_plugin
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, PROPOSED_BY, REJECTED,
                              REJECTED_BY)
 from scalegate.plugin import api, explain, render

@@ -299,6 +299,10 @@ def _quantile(values: Sequence[float], q: float) -> float:
 ZOOM_SECONDS = 6 * 3600
 
 
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed (it comes with the `plot` extra)."""
+
+
 def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | None,
          history: History | None, now: dt.datetime) -> None:
     """Draw the explanation to a PNG (matplotlib's Agg canvas, no display needed).
@@ -307,8 +311,11 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
     six hours (or six horizons) and the horizon, where the predicted peak with its
     interval, today's and the proposed capacity and the policy's bounds (as capacity)
     can be read. Without history: the large panel alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:  # plotting is an extra: the image and plain installs lack it
+        raise PlotUnavailable("--plot needs matplotlib: pip install 'scalegate[plot]'") from err
 
     ev = Evidence.of(proposal)
     has_history = history is not None and len(history) > 0

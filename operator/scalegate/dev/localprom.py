@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .devcluster.cluster import free_port, stop_process
+from .cluster import free_port, stop_process
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"

@@ -20,9 +20,9 @@ import datetime as dt
 import sys
 from typing import Callable
 
-from .model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
-from .plugin import render
-from .plugin.api import Connection, PluginError, ServerError, connect
+from ..model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
+from . import render
+from .api import Connection, PluginError, ServerError, connect
 
 Connect = Callable[[str | None, str | None], Connection]
 
@@ -179,7 +179,7 @@ def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
-    from .plugin import explain
+    from . import explain
 
     namespace = _namespace(args, conn)
     proposal = conn.api.get_proposal(namespace, args.name)
@@ -204,6 +204,8 @@ def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
             explain.plot(args.plot, proposal, policy, history, now)
         except OSError as err:
             raise PluginError(f"error: cannot write {args.plot}: {err.strerror or err}") from err
+        except explain.PlotUnavailable as err:
+            raise PluginError(f"error: {err}") from err
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

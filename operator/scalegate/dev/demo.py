@@ -23,16 +23,16 @@ from typing import Callable
 import kubernetes
 import yaml
 
-from .devcluster import DevCluster, default_cache_dir, kubectl_path, write_kubeconfig
-from .forecast import load_csv
-from .forecast.prometheus import PrometheusSettings, PrometheusSource
-from .forecaster import Forecaster
-from .kube import Kube, api_client
+from .build import default_cache_dir, kubectl_path
+from .cluster import DevCluster, write_kubeconfig
+from ..forecast import load_csv
+from ..forecast.prometheus import PrometheusSettings, PrometheusSource
+from ..forecaster import Forecaster
+from ..kube import Kube, api_client
 from .localprom import LocalPrometheus, backfill, binaries_available, selector, shift_to_end
 
 NAMESPACE = "scalegate-demo"
 METRIC = "http_requests_per_minute"
-REPO = Path(__file__).resolve().parents[2]
 
 Log = Callable[[str], None]
 
@@ -82,7 +82,7 @@ def _token_kubeconfig(admin: Path, namespace: str, account: str, out: Path) -> P
 
 def load_demo_series():
     """The shipped recorded series, as requests per minute."""
-    with resources.as_file(resources.files("scalegate") / "data" / "nasa_http_jul95_5min_14d.csv") as path:
+    with resources.as_file(resources.files("scalegate.dev") / "data" / "nasa_http_jul95_5min_14d.csv") as path:
         per_bucket = load_csv(path)
     return per_bucket / 5.0
 
@@ -116,20 +116,25 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     else:
         log(f"[{next(step)}/{total}] starting a local control plane (etcd + kube-apiserver + controller-manager)")
         cluster = DevCluster(log=lambda m: log(f"      {m}"))
+        already_running = cluster.read_state() is not None
         cluster.up()
         admin = cluster.kubeconfig
-        state["devCluster"] = str(cluster.state_dir)
+        if not already_running:  # `demo down` stops only what the demo started
+            state["devCluster"] = str(cluster.state_dir)
+        else:
+            log("      a local control plane was already running: the demo uses it and leaves it running")
     state["kubeconfig"] = str(admin)
     admin_user = Kube(api_client(str(admin))).whoami()
 
     # 2. scalegate's API, RBAC and admission policy (the operator runs locally, below).
     log(f"[{next(step)}/{total}] installing scalegate's CRDs, RBAC and approval admission policy")
-    _kubectl(admin, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    _kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s",
-             "crd/scalingpolicies.scalegate.io", "crd/scalingproposals.scalegate.io")
-    base = REPO / "manifests" / "base"
-    for part in ("namespace.yaml", "rbac", "admission"):
-        _kubectl(admin, "apply", "-f", str(base / part))
+    with resources.as_file(resources.files("scalegate.dev") / "install") as install:
+        _kubectl(admin, "apply", "--server-side", "--force-conflicts", "-f", str(install / "crds"))
+        _kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/scalingpolicies.scalegate.io", "crd/scalingproposals.scalegate.io")
+        base = install / "manifests" / "base"
+        for part in ("namespace.yaml", "rbac", "admission"):
+            _kubectl(admin, "apply", "-f", str(base / part))
 
     # 3. Prometheus with two weeks of real load, ending now.
     log(f"[{next(step)}/{total}] starting Prometheus with 14 days of recorded NASA web traffic, shifted to end now")
