@@ -16,7 +16,7 @@ Usage::
         [--interval pointwise|peak] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
         [--train-days 7] [--eval-days 7]
 
-``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or ``/work/shared/data/load``.
+``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or the repository's ``tests/data/load``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from scalegate.forecast import ForecastError, forecast_series, load_csv
 from scalegate.forecast.backtest import DEFAULT_STRATEGIES, EXTRA_STRATEGIES, BacktestSettings, run_backtest
 from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
 
-DEFAULT_LOAD_DIR = "/work/shared/data/load"
+DEFAULT_LOAD_DIR = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "load")
 
 
 def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict | None]:

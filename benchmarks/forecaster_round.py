@@ -43,7 +43,7 @@ from scalegate.kube import Kube, api_client
 from scalegate.dev.localprom import LocalPrometheus, backfill, free_port, shift_to_end
 
 REPO = Path(__file__).resolve().parent.parent
-LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR", REPO.parent / "shared" / "data" / "load"))
+LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR") or REPO / "tests" / "data" / "load")
 NAMESPACE = "bench-forecast"
 POINTS = 14 * 288
 

@@ -26,15 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"
 MANIFESTS = REPO / "manifests"
 APPROVAL_POLICY = "scalegate-approval"
+LOAD_DIR = REPO / "tests" / "data" / "load"
 
 
 def load_dir() -> Path:
-    """The shared recorded load series: $SCALEGATE_LOAD_DIR, else shared/ beside the repository."""
-    candidates = [os.environ.get("SCALEGATE_LOAD_DIR"), REPO.parent / "shared" / "data" / "load"]
-    for candidate in candidates:
-        if candidate and Path(candidate, "nasa_http_jul95_5min.csv").exists():
-            return Path(candidate)
-    raise FileNotFoundError("recorded series not found: set SCALEGATE_LOAD_DIR to the shared data/load folder")
+    """The recorded load series (tests/data/load, with their sources and licences), or
+    $SCALEGATE_LOAD_DIR to run against other series."""
+    return Path(os.environ.get("SCALEGATE_LOAD_DIR") or LOAD_DIR)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
