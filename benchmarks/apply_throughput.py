@@ -92,7 +92,7 @@ class Bench:
         log = open(self.state / "operator.log", "ab")
         self.operator = subprocess.Popen(
             [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(self.operator_kubeconfig),
-             "--namespace", namespace, "--metrics-port", "0", "--liveness", "", "--workers", str(self.workers)],
+             "--namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--workers", str(self.workers)],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while "scalegate operator started" not in (self.state / "operator.log").read_text(errors="replace"):

@@ -23,22 +23,30 @@ class OperatorProcess:
     """`scalegate operator` in a subprocess; `kill()` is a SIGKILL, `stop()` a clean exit."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, namespaces: list[str] | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None, health_port: int | None = None):
+        """`env` replaces the environment (default: this process's); `prefix` runs the
+        command under another one (e.g. `unshare` as another uid)."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.namespaces = namespaces or []
         self.extra_args = extra_args or []
+        self.env = env
+        self.prefix = prefix or []
         self.metrics_port = free_port()
+        self.health_port = health_port
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "OperatorProcess":
-        args = [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-                "--metrics-port", str(self.metrics_port), "--liveness", "", *self.extra_args]
+        health = f"127.0.0.1:{self.health_port}" if self.health_port else "0"
+        args = [*self.prefix, sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(self.kubeconfig),
+                "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}", "--health-probe-bind-address", health,
+                *self.extra_args]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env = dict(os.environ if self.env is None else self.env, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
         if wait:
             wait_for(lambda: "scalegate operator started" in self.log() or self.proc.poll() is not None,

@@ -51,24 +51,31 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from . import handlers
+    from .settings import OperatorSettings, SettingsError, bind_address, process_identity, resolve
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's login and ours read the same file
+    try:
+        settings = resolve(OperatorSettings, vars(args))
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's login and ours read the same file
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json"
                    else kopf.LogFormat.FULL)
     logging.getLogger("scalegate").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # kopf logs every watch event it hands to a handler; our own log has each outcome.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings = handlers.OperatorSettings(
-        workers=args.workers, retention_seconds=args.retention, gc_interval_seconds=args.gc_interval,
-        metrics_port=args.metrics_port, kubeconfig=args.kubeconfig)
+    health = bind_address(settings.health_probe_bind_address)
     namespaces = args.namespace or []
     kopf.run(
         standalone=True,  # one replica; a second one would need kopf peering
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=args.liveness or None,
+        # kopf's own guess of an identity asks for a user name, which a uid without a
+        # passwd entry (the image's) does not have.
+        identity=process_identity(),
+        liveness_endpoint=f"http://{health[0]}:{health[1]}/healthz" if health else None,
         memo=kopf.Memo(settings=settings),
     )
     return 0
@@ -80,16 +87,22 @@ def _kube(kubeconfig: str | None):
     return Kube(api_client(kubeconfig), component="scalegate-forecaster")
 
 
-def _prometheus(args: argparse.Namespace):
+def _forecaster_settings(args: argparse.Namespace):
+    from .settings import ForecasterSettings, resolve
+
+    return resolve(ForecasterSettings, vars(args))
+
+
+def _prometheus(settings):
     from .forecast.prometheus import PrometheusSettings, PrometheusSource
 
     token = None
-    if args.prometheus_token_file:
-        with open(args.prometheus_token_file) as fh:
+    if settings.prometheus_token_file:
+        with open(settings.prometheus_token_file) as fh:
             token = fh.read().strip()
     return PrometheusSource(PrometheusSettings(
-        url=args.prometheus_url, bearer_token=token, ca_file=args.prometheus_ca_file,
-        insecure_skip_verify=args.prometheus_insecure, timeout_seconds=args.prometheus_timeout))
+        url=settings.prometheus_url, bearer_token=token, ca_file=settings.prometheus_ca_file,
+        insecure_skip_verify=settings.prometheus_insecure, timeout_seconds=settings.prometheus_timeout))
 
 
 def _forecast_once(args: argparse.Namespace) -> int:
@@ -99,15 +112,16 @@ def _forecast_once(args: argparse.Namespace) -> int:
 
     from .forecaster import Forecaster
 
+    settings = _forecaster_settings(args)
     namespace, _, name = args.policy.rpartition("/")
     namespace = namespace or args.namespace or "default"
-    kube = _kube(args.kubeconfig)
+    kube = _kube(settings.kubeconfig)
     body = kube.get_policy(namespace, name)
     if body is None:
         print(f"error: ScalingPolicy {namespace}/{name} not found", file=sys.stderr)
         return 1
     output_dir = Path(args.output_dir) if args.output_dir else None
-    forecaster = Forecaster(kube=kube, source=_prometheus(args), output=args.output, output_dir=output_dir)
+    forecaster = Forecaster(kube=kube, source=_prometheus(settings), output=args.output, output_dir=output_dir)
     result = forecaster.run_policy(body)
     if args.output == "yaml" and result.proposal is not None:
         if output_dir is None:
@@ -122,6 +136,8 @@ def _forecast_once(args: argparse.Namespace) -> int:
 def _forecaster_loop(args: argparse.Namespace) -> int:
     import logging
     import os
+    import signal
+    import threading
 
     # One BLAS thread per fitting process (before numpy loads): the pool already has a
     # process per core, and more threads would only compete for the same cores.
@@ -129,14 +145,39 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
         os.environ.setdefault(variable, "1")
     from . import metrics
     from .forecaster import Forecaster, default_pool, run_forever
+    from .settings import SettingsError, bind_address
 
+    try:
+        settings = _forecaster_settings(args)
+        metrics_address = bind_address(settings.metrics_bind_address)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s [%(levelname)s] %(message)s")
-    metrics.serve(args.metrics_port)
-    forecaster = Forecaster(kube=_kube(args.kubeconfig), source=_prometheus(args), pool=default_pool())
-    logging.getLogger("scalegate.forecaster").info(
-        "forecaster started as %s; Prometheus at %s", forecaster.identity, args.prometheus_url)
-    run_forever(forecaster, args.namespace)
+    log = logging.getLogger("scalegate.forecaster")
+    if metrics_address:
+        metrics.serve(metrics_address[1], metrics_address[0])
+    # SIGTERM (a Pod being stopped) ends the loop after the round in progress, so no
+    # proposal is left half-written; a second signal exits at once.
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        if stopping.is_set():
+            raise SystemExit(128 + signum)
+        log.info("signal %d: stopping after the current round", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pool = default_pool()
+    forecaster = Forecaster(kube=_kube(settings.kubeconfig), source=_prometheus(settings), pool=pool)
+    log.info("forecaster started as %s; Prometheus at %s", forecaster.identity, settings.prometheus_url)
+    try:
+        run_forever(forecaster, args.namespace, stop=stopping)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    log.info("forecaster stopped")
     return 0
 
 
@@ -168,14 +209,18 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
-    import os
-
-    parser.add_argument("--prometheus-url", default=os.environ.get("SCALEGATE_PROMETHEUS_URL", "http://localhost:9090"),
-                        help="Prometheus base URL (default $SCALEGATE_PROMETHEUS_URL or http://localhost:9090)")
-    parser.add_argument("--prometheus-token-file", help="file with a bearer token for Prometheus")
-    parser.add_argument("--prometheus-ca-file", help="CA bundle to verify Prometheus' certificate")
-    parser.add_argument("--prometheus-insecure", action="store_true", help="do not verify TLS (testing only)")
-    parser.add_argument("--prometheus-timeout", type=float, default=30.0, help="seconds per query (default 30)")
+    # Defaults are None ("not given"): settings.resolve fills in the environment's value,
+    # then the built-in default (shown in the help).
+    parser.add_argument("--prometheus-url", help="Prometheus base URL (env SCALEGATE_PROMETHEUS_URL; "
+                        "default http://localhost:9090)")
+    parser.add_argument("--prometheus-token-file", help="file with a bearer token for Prometheus "
+                        "(env SCALEGATE_PROMETHEUS_TOKEN_FILE)")
+    parser.add_argument("--prometheus-ca-file", help="CA bundle to verify Prometheus' certificate "
+                        "(env SCALEGATE_PROMETHEUS_CA_FILE)")
+    parser.add_argument("--prometheus-insecure", action="store_true", default=None,
+                        help="do not verify TLS (testing only)")
+    parser.add_argument("--prometheus-timeout", type=float, help="seconds per query "
+                        "(env SCALEGATE_PROMETHEUS_TIMEOUT_SECONDS; default 30)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
 
 
@@ -201,14 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="watch only this namespace (repeatable; globs allowed)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
     op.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
-    op.add_argument("--workers", type=int, default=16, help="proposals reconciled at once (default 16)")
-    op.add_argument("--retention", type=float, default=7 * 86400, metavar="SECONDS",
-                    help="delete terminal proposals this long after they finished; 0 keeps them (default 7 days)")
-    op.add_argument("--gc-interval", type=float, default=3600, metavar="SECONDS",
-                    help="how often old terminal proposals are swept (default 3600)")
-    op.add_argument("--metrics-port", type=int, default=8000, help="port for /metrics; 0 disables (default 8000)")
-    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                    help="liveness endpoint URL; empty disables (default http://0.0.0.0:8080/healthz)")
+    op.add_argument("--workers", type=int, help="proposals reconciled at once (env SCALEGATE_WORKERS; default 16)")
+    op.add_argument("--retention", dest="retention_seconds", type=float, metavar="SECONDS",
+                    help="delete terminal proposals this long after they finished; 0 keeps them "
+                         "(env SCALEGATE_RETENTION_SECONDS; default 7 days)")
+    op.add_argument("--gc-interval", dest="gc_interval_seconds", type=float, metavar="SECONDS",
+                    help="how often old terminal proposals are swept (env SCALEGATE_GC_INTERVAL_SECONDS; "
+                         "default 3600)")
+    op.add_argument("--metrics-bind-address", metavar="HOST:PORT",
+                    help="where /metrics listens; 0 disables (default :8000, every address)")
+    op.add_argument("--health-probe-bind-address", metavar="HOST:PORT",
+                    help="where /healthz (liveness and readiness) listens; 0 disables (default :8080)")
     op.add_argument("--log-format", choices=["json", "plain"], default="plain", help="log format (default plain)")
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(func=_operator)
@@ -226,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fl = sub.add_parser("forecaster", help="run the forecaster loop (every policy on its interval)")
     fl.add_argument("-n", "--namespace", help="only policies in this namespace (default: all)")
-    fl.add_argument("--metrics-port", type=int, default=8001, help="port for /metrics; 0 disables (default 8001)")
+    fl.add_argument("--metrics-bind-address", metavar="HOST:PORT",
+                    help="where /metrics listens; 0 disables (default :8001, every address)")
     fl.add_argument("-v", "--verbose", action="store_true")
     _add_prometheus_flags(fl)
     fl.set_defaults(func=_forecaster_loop)

@@ -321,15 +321,17 @@ def interval_of(body: dict, default: float = 900.0) -> float:
 
 
 def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0,
-                stop: Callable[[], bool] = lambda: False) -> None:
-    """Every policy on its own interval (spec.forecast.intervalSeconds)."""
+                stop: threading.Event | None = None) -> None:
+    """Every policy on its own interval (spec.forecast.intervalSeconds), until `stop` is
+    set; a round in progress finishes first."""
+    stop = stop or threading.Event()
     due: dict[tuple[str, str], float] = {}
-    while not stop():
+    while not stop.is_set():
         try:
             policies = forecaster.kube.list_policies(namespace)
         except KubeError as err:
             log.warning("cannot list policies: %s", err)
-            time.sleep(tick)
+            stop.wait(tick)
             continue
         now = time.monotonic()
         ready = [p for p in policies if due.get(_key(p), 0.0) <= now]
@@ -339,7 +341,7 @@ def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0
             finished = time.monotonic()
             for body in ready:
                 due[_key(body)] = finished + interval_of(body)
-        time.sleep(tick)
+        stop.wait(tick)
 
 
 def _key(body: dict) -> tuple[str, str]:

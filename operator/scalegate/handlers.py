@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
-import os
 from dataclasses import dataclass, field
 
 import kopf
@@ -23,38 +22,12 @@ from .kube import Kube, api_client
 from .model import (GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject,
                     Phase, TargetRef, parse_time)
 from .reconciler import Reconciler
+from .settings import OperatorSettings, bind_address, resolve
 from .workqueue import WorkQueue
 
 log = logging.getLogger("scalegate.operator")
 
 LIST_PAGE_SIZE = 500
-
-
-@dataclass
-class OperatorSettings:
-    """Operator settings, from flags (cli) or environment variables (kopf run)."""
-
-    workers: int = 16
-    """Proposals reconciled at once; each holds a thread while it talks to the API server."""
-    retention_seconds: float = 7 * 86400
-    """Terminal proposals older than this are deleted (0 keeps them forever)."""
-    gc_interval_seconds: float = 3600
-    """How often terminal proposals are swept for deletion."""
-    metrics_port: int = 8000
-    """Port for /metrics (0 disables)."""
-    kubeconfig: str | None = None
-    """Kubeconfig to use; None means in-cluster config, else the default kubeconfig."""
-
-    @classmethod
-    def from_env(cls) -> "OperatorSettings":
-        env = os.environ
-        return cls(
-            workers=int(env.get("SCALEGATE_WORKERS", cls.workers)),
-            retention_seconds=float(env.get("SCALEGATE_RETENTION_SECONDS", cls.retention_seconds)),
-            gc_interval_seconds=float(env.get("SCALEGATE_GC_INTERVAL_SECONDS", cls.gc_interval_seconds)),
-            metrics_port=int(env.get("SCALEGATE_METRICS_PORT", cls.metrics_port)),
-            kubeconfig=env.get("SCALEGATE_KUBECONFIG") or None,
-        )
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -105,7 +78,7 @@ class Runtime:
 @kopf.on.login()
 def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
     """Log kopf in with the same credentials the reconciler uses."""
-    settings: OperatorSettings = getattr(memo, "settings", None) or OperatorSettings.from_env()
+    settings: OperatorSettings = getattr(memo, "settings", None) or resolve(OperatorSettings)
     if not settings.kubeconfig:
         return kopf.login_via_client(memo=memo, logger=logger, **kwargs)
     config = kubernetes.client.Configuration()
@@ -123,7 +96,7 @@ def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
-    ours: OperatorSettings = getattr(memo, "settings", None) or OperatorSettings.from_env()
+    ours: OperatorSettings = getattr(memo, "settings", None) or resolve(OperatorSettings)
     # Our own Events tell the story; kopf's per-handler events would only add noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 270  # reconnect watches before load balancers cut them
@@ -153,7 +126,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     queue.start()
     runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor, loop=loop)
     memo.runtime = runtime
-    metrics.serve(ours.metrics_port)
+    metrics_address = bind_address(ours.metrics_bind_address)
+    if metrics_address:
+        metrics.serve(metrics_address[1], metrics_address[0])
     if ours.retention_seconds > 0:
         runtime.gc_task = asyncio.create_task(_collect_garbage(runtime), name="scalegate-gc")
     log.info("scalegate operator started: %d workers, retention %.0fs", ours.workers, ours.retention_seconds)

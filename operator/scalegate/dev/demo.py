@@ -160,7 +160,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     with open(directory / "operator.log", "ab") as out:
         operator = subprocess.Popen(
             [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(operator_kubeconfig),
-             "--namespace", NAMESPACE, "--metrics-port", "0", "--liveness", ""],
+             "--namespace", NAMESPACE, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     state["operatorPid"] = operator.pid
     _wait_for_text(directory / "operator.log", "scalegate operator started", operator)
