@@ -29,6 +29,16 @@ APPROVAL_POLICY = "scalegate-approval"
 LOAD_DIR = REPO / "tests" / "data" / "load"
 
 
+def admission_policies() -> list[str]:
+    """Names of the ValidatingAdmissionPolicies in manifests/base/admission/ (each has a
+    binding of the same name)."""
+    names = []
+    for path in sorted((MANIFESTS / "base" / "admission").glob("*.yaml")):
+        names += [doc["metadata"]["name"] for doc in yaml.safe_load_all(path.read_text())
+                  if doc and doc.get("kind") == "ValidatingAdmissionPolicy"]
+    return names
+
+
 def load_dir() -> Path:
     """The recorded load series (tests/data/load, with their sources and licences), or
     $SCALEGATE_LOAD_DIR to run against other series."""
@@ -82,6 +92,27 @@ class Cluster:
     def apps(self, user: str | None = None) -> kubernetes.client.AppsV1Api:
         return kubernetes.client.AppsV1Api(self.api_client(user))
 
+    # -- the API server's audit log: a witness that is not the operator ---------------
+    @property
+    def has_audit_log(self) -> bool:
+        return self.dev is not None
+
+    def scale_writes(self, namespace: str, name: str, user: str | None = None,
+                     resource: str = "deployments") -> list[dict]:
+        """Successful writes of `resource` namespace/name's replicas recorded by the API
+        server (its scale subresource, or the object itself), optionally by `user` only."""
+        assert self.dev is not None, "the audit log needs the dev cluster"
+        writes = []
+        for event in self.dev.audit_events():
+            ref = event.get("objectRef") or {}
+            if (event.get("stage") == "ResponseComplete" and event.get("verb") in ("update", "patch")
+                    and ref.get("resource") == resource and ref.get("namespace") == namespace
+                    and ref.get("name") == name and ref.get("subresource") in (None, "scale")
+                    and (event.get("responseStatus") or {}).get("code", 500) < 300
+                    and (user is None or (event.get("user") or {}).get("username") == user)):
+                writes.append(event)
+        return writes
+
     # -- kubectl -----------------------------------------------------------------------
     def kubectl(self, *args: str, user: str | None = None, input: str | None = None,
                 check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -113,16 +144,23 @@ class Cluster:
         """`kubectl apply -k manifests/` (RBAC, admission policy, deployments) for a block;
         afterwards the cluster-wide admission policy is removed again unless it was there
         before, so later test modules see the cluster they expect. Yields kubectl's output."""
-        had_policy = self.kubectl("get", "validatingadmissionpolicy", APPROVAL_POLICY, check=False).returncode == 0
+        had = {name for name in admission_policies()
+               if self.kubectl("get", "validatingadmissionpolicy", name, check=False).returncode == 0}
         out = self.kubectl("apply", "-k", str(MANIFESTS)).stdout
         try:
             if wait_enforced:
                 self.wait_until_policy_enforced()
             yield out
         finally:
-            if not had_policy:
-                self.kubectl("delete", f"validatingadmissionpolicybinding/{APPROVAL_POLICY}",
-                             f"validatingadmissionpolicy/{APPROVAL_POLICY}", "--ignore-not-found")
+            self.remove_admission_policies(keep=had)
+
+    def remove_admission_policies(self, keep: set[str] = frozenset()) -> None:
+        """Delete scalegate's admission policies and their bindings (all of
+        manifests/base/admission/ but those in `keep`), so later tests see a cluster without them."""
+        names = [name for name in admission_policies() if name not in keep]
+        if names:
+            self.kubectl("delete", *[f"validatingadmissionpolicybinding/{n}" for n in names],
+                         *[f"validatingadmissionpolicy/{n}" for n in names], "--ignore-not-found")
 
     def wait_until_policy_enforced(self) -> None:
         """A new admission policy is enforced once the API server has loaded it: poll with

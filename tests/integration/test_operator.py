@@ -12,6 +12,7 @@ from harness import wait_for
 from operator_harness import Scenario, policy, proposal, wait_steady
 
 PROPOSALS, POLICIES = "scalingproposals", "scalingpolicies"
+OPERATOR = "system:serviceaccount:scalegate:operator"
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +46,11 @@ def test_approved_in_bounds_proposal_scales_and_leaves_receipts(scenario: Scenar
     assert {"AwaitingApproval", "Applied"} <= reasons
     target_events = s.events_for("Deployment", "web")
     assert any(e.reason == "ScaledByScalegate" and "approved by alice" in e.message for e in target_events)
+    if s.cluster.has_audit_log:  # the API server's own record: exactly one write, by the operator
+        writes = wait_for(lambda: s.cluster.scale_writes(s.namespace, "web"), message="the audited scale write")
+        wait_steady(lambda: len(s.cluster.scale_writes(s.namespace, "web")) == 1, duration=1.0)
+        assert [w["user"]["username"] for w in writes] == [OPERATOR]
+        assert writes[0]["objectRef"]["subresource"] == "scale"
 
 
 @pytest.mark.parametrize("replicas, extra, expected", [
@@ -61,6 +67,8 @@ def test_out_of_bounds_is_rejected_never_clamped(scenario: Scenario, replicas, e
     status = s.wait_phase("web-1", "Rejected")["status"]
     assert status["reason"] == "OutOfBounds" and expected in status["message"]
     assert s.replicas("web") == 4
+    if s.cluster.has_audit_log:
+        wait_steady(lambda: s.cluster.scale_writes(s.namespace, "web") == [], duration=1.0)
 
 
 def test_rejected_by_a_person(scenario: Scenario):
@@ -72,6 +80,8 @@ def test_rejected_by_a_person(scenario: Scenario):
     status = s.wait_phase("web-1", "Rejected")["status"]
     assert status["reason"] == "RejectedByUser" and status["rejectedBy"] == "alice"
     assert s.replicas("web") == 4
+    if s.cluster.has_audit_log:
+        wait_steady(lambda: s.cluster.scale_writes(s.namespace, "web") == [], duration=1.0)
 
 
 def test_expires_on_time_without_approval(scenario: Scenario):

@@ -148,6 +148,26 @@ class DevCluster:
     def pki(self) -> Pki:
         return pki_paths(self.state_dir / "pki")
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines): every write to a workload's replicas
+        and to scalegate's objects, by whom, with the response code. Tests count scale
+        writes here, a witness that is not the operator's own record."""
+        return self.state_dir / "audit.log"
+
+    def audit_events(self) -> list[dict]:
+        try:
+            lines = self.audit_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:  # a line being written right now
+                continue
+        return events
+
     # -- state -------------------------------------------------------------------------
     def read_state(self) -> ClusterState | None:
         try:
@@ -357,8 +377,29 @@ class DevCluster:
             "--enable-admission-plugins=ValidatingAdmissionPolicy,NamespaceLifecycle,ServiceAccount",
             f"--cert-dir={self.state_dir / 'pki'}",
             "--profiling=false",
+            f"--audit-policy-file={self._write_audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=200",
             "--v=1",
         ], state)
+
+    def _write_audit_policy(self) -> Path:
+        """Metadata of every write to replicas (scale subresources and the workloads
+        themselves) and to scalegate's objects; nothing else, so the log stays small."""
+        path = self.state_dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "Metadata", "verbs": ["create", "update", "patch", "delete"],
+                 "resources": [
+                     {"group": "apps", "resources": ["deployments", "deployments/scale", "statefulsets",
+                                                     "statefulsets/scale", "replicasets", "replicasets/scale"]},
+                     {"group": "scalegate.io", "resources": ["scalingproposals", "scalingproposals/status",
+                                                             "scalingpolicies", "scalingpolicies/status"]},
+                 ]},
+                {"level": "None"},
+            ]}))
+        return path
 
     def _start_controller_manager(self, binaries: Binaries, pki: Pki, state: ClusterState) -> None:
         # Garbage collection (owner references), namespace deletion and the workload
