@@ -96,13 +96,7 @@ def _forecaster_settings(args: argparse.Namespace):
 def _prometheus(settings):
     from .forecast.prometheus import PrometheusSettings, PrometheusSource
 
-    token = None
-    if settings.prometheus_token_file:
-        with open(settings.prometheus_token_file) as fh:
-            token = fh.read().strip()
-    return PrometheusSource(PrometheusSettings(
-        url=settings.prometheus_url, bearer_token=token, ca_file=settings.prometheus_ca_file,
-        insecure_skip_verify=settings.prometheus_insecure, timeout_seconds=settings.prometheus_timeout))
+    return PrometheusSource(PrometheusSettings.of(settings))
 
 
 def _forecast_once(args: argparse.Namespace) -> int:
@@ -209,19 +203,11 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
-    # Defaults are None ("not given"): settings.resolve fills in the environment's value,
-    # then the built-in default (shown in the help).
-    parser.add_argument("--prometheus-url", help="Prometheus base URL (env SCALEGATE_PROMETHEUS_URL; "
-                        "default http://localhost:9090)")
-    parser.add_argument("--prometheus-token-file", help="file with a bearer token for Prometheus "
-                        "(env SCALEGATE_PROMETHEUS_TOKEN_FILE)")
-    parser.add_argument("--prometheus-ca-file", help="CA bundle to verify Prometheus' certificate "
-                        "(env SCALEGATE_PROMETHEUS_CA_FILE)")
-    parser.add_argument("--prometheus-insecure", action="store_true", default=None,
-                        help="do not verify TLS (testing only)")
-    parser.add_argument("--prometheus-timeout", type=float, help="seconds per query "
-                        "(env SCALEGATE_PROMETHEUS_TIMEOUT_SECONDS; default 30)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    from .settings import add_prometheus_flags
+
+    add_prometheus_flags(parser)
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, "
+                        "else in-cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", metavar="NS",
                        help="watch only this namespace (repeatable; globs allowed)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
-    op.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    op.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, "
+                    "else in-cluster)")
     op.add_argument("--workers", type=int, help="proposals reconciled at once (env SCALEGATE_WORKERS; default 16)")
     op.add_argument("--retention", dest="retention_seconds", type=float, metavar="SECONDS",
                     help="delete terminal proposals this long after they finished; 0 keeps them "

@@ -8,6 +8,7 @@ Ground floor: no I/O besides reading the environment it is handed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import socket
@@ -40,7 +41,7 @@ class OperatorSettings:
     health_probe_bind_address: str = field(default=":8080", metadata=_env("SCALEGATE_HEALTH_PROBE_BIND_ADDRESS"))
     """HOST:PORT for /healthz, the liveness and readiness probe ("0" disables)."""
     kubeconfig: str | None = field(default=None, metadata=_env("SCALEGATE_KUBECONFIG"))
-    """Kubeconfig to use; None means in-cluster config, else the default kubeconfig."""
+    """Kubeconfig to use; None: $KUBECONFIG, else ~/.kube/config, else in-cluster (kube.load_config)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,27 @@ class ForecasterSettings:
     metrics_bind_address: str = field(default=":8001", metadata=_env("SCALEGATE_FORECASTER_METRICS_BIND_ADDRESS"))
     """HOST:PORT for /metrics ("0" disables)."""
     kubeconfig: str | None = field(default=None, metadata=_env("SCALEGATE_KUBECONFIG"))
-    """Kubeconfig to use; None means in-cluster config, else the default kubeconfig."""
+    """Kubeconfig to use; None: $KUBECONFIG, else ~/.kube/config, else in-cluster (kube.load_config)."""
+
+
+def add_prometheus_flags(parser: argparse.ArgumentParser, url_help: str | None = None) -> None:
+    """The flags of ForecasterSettings' Prometheus fields, for `scalegate forecast`,
+    `scalegate forecaster` and `kubectl scalegate explain` alike. Their defaults are None
+    ("not given"): `resolve` fills in the environment's value, then the built-in default."""
+    env = {spec.name: spec.metadata.get("env") for spec in dataclasses.fields(ForecasterSettings)}
+    default = ForecasterSettings()
+    parser.add_argument("--prometheus-url", metavar="URL", help=url_help or (
+        f"Prometheus base URL (env {env['prometheus_url']}; default {default.prometheus_url})"))
+    parser.add_argument("--prometheus-token-file", metavar="FILE",
+                        help=f"file with a bearer token for Prometheus (env {env['prometheus_token_file']})")
+    parser.add_argument("--prometheus-ca-file", metavar="FILE",
+                        help=f"CA bundle to verify Prometheus' certificate (env {env['prometheus_ca_file']})")
+    parser.add_argument("--prometheus-insecure", action="store_true", default=None,
+                        help=f"do not verify Prometheus' certificate, testing only "
+                             f"(env {env['prometheus_insecure']})")
+    parser.add_argument("--prometheus-timeout", type=float, metavar="SECONDS",
+                        help=f"seconds per query (env {env['prometheus_timeout']}; "
+                             f"default {default.prometheus_timeout:g})")
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}

@@ -1,9 +1,12 @@
-"""Metrics source: one PromQL query over a lookback window -> one regular load series.
+"""The one Prometheus client, for the forecaster and for `kubectl scalegate explain`:
+auth (bearer token, basic auth), TLS (CA bundle), timeout and retries, range queries of
+any length in chunks Prometheus accepts, and one PromQL query over a lookback window as
+one regular load series.
 
 Built on ``prometheus_api_client.PrometheusConnect.custom_query_range``. Every
 way the answer can be unusable becomes a :class:`ForecastError` whose reason a
-ScalingPolicy's status can carry: the server cannot be reached or is slow
-(``MetricsUnavailable``), the query is wrong or returns several series or
+ScalingPolicy's status can carry: the server cannot be reached, is slow or refuses
+access (``MetricsUnavailable``), the query is wrong or returns several series or
 non-finite values (``InvalidData``), or there is too little continuous recent
 data (``InsufficientData``).
 """
@@ -14,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -60,6 +64,41 @@ class PrometheusSettings:
     timeout_seconds: float = 30.0
     retries: int = 1
 
+    @classmethod
+    def of(cls, options: "PrometheusOptions") -> "PrometheusSettings":
+        """From a component's settings (``scalegate.settings.ForecasterSettings``, which
+        `scalegate forecast`, `scalegate forecaster` and `kubectl scalegate explain` all
+        resolve from the same flags and environment), reading the token file once.
+
+        Raises
+        ------
+        ValueError
+            The token file cannot be read or is empty; the message names it.
+        """
+        token = None
+        if options.prometheus_token_file:
+            path = options.prometheus_token_file
+            try:
+                with open(path) as fh:
+                    token = fh.read().strip()
+            except OSError as err:
+                raise ValueError(f"cannot read the Prometheus token file {path}: {err.strerror or err}") from err
+            if not token:
+                raise ValueError(f"the Prometheus token file {path} is empty")
+        return cls(url=options.prometheus_url, bearer_token=token, ca_file=options.prometheus_ca_file,
+                   insecure_skip_verify=bool(options.prometheus_insecure),
+                   timeout_seconds=float(options.prometheus_timeout))
+
+
+class PrometheusOptions(Protocol):
+    """The Prometheus fields of a component's settings (see `PrometheusSettings.of`)."""
+
+    prometheus_url: str
+    prometheus_token_file: str | None
+    prometheus_ca_file: str | None
+    prometheus_insecure: bool
+    prometheus_timeout: float
+
 
 def connect(settings: PrometheusSettings) -> PrometheusConnect:
     """A ``PrometheusConnect`` configured from ``settings`` (auth, TLS, timeout, retries)."""
@@ -87,7 +126,8 @@ def connect(settings: PrometheusSettings) -> PrometheusConnect:
 
 
 class PrometheusSource:
-    """Fetches one load series per query.
+    """Range queries: one regular load series per query (`fetch`), or every series as
+    Prometheus answers (`query_range`).
 
     Parameters
     ----------
@@ -129,7 +169,7 @@ class PrometheusSource:
         end_ts = (end or datetime.now(timezone.utc)).timestamp()
         end_ts = math.floor(end_ts / step_seconds) * step_seconds
         start_ts = end_ts - lookback_seconds
-        results = self._query_range(query, start_ts, end_ts, step_seconds)
+        results = self.query_range(query, start_ts, end_ts, step_seconds)
         series = _single_series(query, results)
         stale_for = end_ts - series.index[-1].timestamp()
         if stale_for > (MAX_INTERPOLATED_GAP_STEPS + 1) * step_seconds:
@@ -140,8 +180,17 @@ class PrometheusSource:
             )
         return regularize(series, step_seconds, min_history_seconds=min_history_seconds).values
 
-    def _query_range(self, query: str, start_ts: float, end_ts: float, step: int) -> list[dict]:
-        """All matrix results, fetched in chunks that Prometheus accepts, merged per label set."""
+    def query_range(self, query: str, start_ts: float, end_ts: float, step: int) -> list[dict]:
+        """Every series of the query over ``[start_ts, end_ts]`` (Unix seconds) at ``step``
+        seconds, as Prometheus answers (``[{"metric": {...}, "values": [[t, "v"], ...]}]``),
+        fetched in chunks that Prometheus accepts and merged per label set.
+
+        Raises
+        ------
+        ForecastError
+            ``MetricsUnavailable`` (unreachable, slow, refused access, not Prometheus) or
+            ``InvalidData`` (Prometheus rejected the query).
+        """
         merged: dict[tuple, dict] = {}
         chunk = MAX_POINTS_PER_REQUEST * step
         chunk_start = start_ts
