@@ -33,7 +33,7 @@ import numpy as np
 
 from scalegate.forecast import ForecastError, forecast_series, load_csv
 from scalegate.forecast.backtest import DEFAULT_STRATEGIES, EXTRA_STRATEGIES, BacktestSettings, run_backtest
-from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
+from scalegate.forecast.pipeline import ALL_MODELS, DEFAULT_MODELS
 
 DEFAULT_LOAD_DIR = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "load")
 

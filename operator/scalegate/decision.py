@@ -131,18 +131,9 @@ def check_policy(proposal: Proposal, policy: Policy | None, now: dt.datetime) ->
 
 
 def check_bounds(proposal: Proposal, policy: Policy) -> Outcome | None:
-    """Check 3: within [min, max] and the step limits. Out of bounds is rejected, never clamped."""
-    wanted, current = proposal.replicas, proposal.current_replicas
-    problems = []
-    if wanted < policy.min_replicas:
-        problems.append(f"{wanted} is below minReplicas {policy.min_replicas}")
-    if wanted > policy.max_replicas:
-        problems.append(f"{wanted} is above maxReplicas {policy.max_replicas}")
-    step = wanted - current
-    if policy.max_step_up is not None and step > policy.max_step_up:
-        problems.append(f"adding {step} replicas exceeds maxStepUp {policy.max_step_up}")
-    if policy.max_step_down is not None and -step > policy.max_step_down:
-        problems.append(f"removing {-step} replicas exceeds maxStepDown {policy.max_step_down}")
+    """Check 3: within [min, max] and the step limits (`rules.Bounds`, the same rule the
+    forecaster sizes with and the plugin shows). Out of bounds is rejected, never clamped."""
+    problems = [check.problem for check in policy.bounds.violations(proposal.replicas, proposal.current_replicas)]
     if problems:
         return Outcome(Phase.REJECTED, Reason.OUT_OF_BOUNDS,
                        f"out of bounds of policy {policy.name}: " + "; ".join(problems) + " (never clamped)")

@@ -3,7 +3,7 @@ size replicas for the upper bound, and propose the change with its evidence.
 
 Fails closed: on any doubt (no data, too little, too uncertain, fit failed) it makes no
 proposal and says why on the policy (ForecastReady=False), in a metric and in the log.
-The pure parts (planning, building the proposal, checking past forecasts) are plain
+The pure parts (forecasting and sizing, building the proposal, checking past forecasts) are plain
 functions; I/O goes through `Kube` and `PrometheusSource`.
 """
 
@@ -13,7 +13,6 @@ import concurrent.futures
 import concurrent.futures.process
 import datetime as dt
 import logging
-import math
 import os
 import threading
 import time
@@ -29,8 +28,8 @@ from .forecast import Forecast, forecast_series
 from .forecast.series import ForecastError
 from .forecast.sizing import Sizing, size_replicas
 from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
-from .model import (API_VERSION, POLICY_KIND, POLICY_LABEL, PROPOSAL_KIND, PROPOSED_BY, InvalidObject, Policy,
-                    format_time)
+from .model import (API_VERSION, POLICY_KIND, POLICY_LABEL, PROPOSAL_KIND, PROPOSED_BY, Evidence, ForecastSpec,
+                    InvalidObject, Policy, format_time)
 
 log = logging.getLogger("scalegate.forecaster")
 
@@ -39,8 +38,8 @@ FORECAST_BY = "scalegate.io/forecast-by"  # informational: the forecaster that c
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What one forecast round decided for one policy."""
+class SizedForecast:
+    """What one forecast round found for one policy: the forecast, and the replicas it sizes."""
 
     forecast: Forecast
     sizing: Sizing
@@ -58,18 +57,15 @@ class RoundResult:
 
 
 # -- pure ----------------------------------------------------------------------------
-def plan(series, policy: Policy, current_replicas: int, now: dt.datetime) -> Plan:
+def forecast_policy(series, policy: Policy, current_replicas: int, now: dt.datetime) -> SizedForecast:
     """Forecast `series` over the policy's horizon and size replicas for the upper bound.
     Pure and picklable, so it can run in a worker process. Raises ForecastError."""
     spec = policy.forecast
     assert spec is not None
     forecast = forecast_series(series, horizon_seconds=spec.horizon_seconds, confidence=spec.confidence, now=now)
-    sizing = size_replicas(
-        forecast.upper_bound, spec.capacity_per_replica, current_replicas,
-        min_replicas=policy.min_replicas, max_replicas=policy.max_replicas,
-        max_step_up=policy.max_step_up, max_step_down=policy.max_step_down,
-        confidence=spec.confidence, peak_time=forecast.peak_time)
-    return Plan(forecast=forecast, sizing=sizing)
+    sizing = size_replicas(forecast.upper_bound, spec.capacity_per_replica, current_replicas,
+                           bounds=policy.bounds, confidence=spec.confidence, peak_time=forecast.peak_time)
+    return SizedForecast(forecast=forecast, sizing=sizing)
 
 
 def proposal_name(policy: str, now: dt.datetime) -> str:
@@ -78,7 +74,21 @@ def proposal_name(policy: str, now: dt.datetime) -> str:
     return f"{policy[:253 - len(stamp) - 1]}-{stamp}"
 
 
-def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.datetime,
+def evidence_of(forecast: Forecast, spec: ForecastSpec) -> Evidence:
+    """The proposal's evidence (`spec.forecast`) of a forecast made for a policy's `spec`."""
+    return Evidence(
+        model=forecast.model, query=spec.query,
+        window_start=forecast.window_start, window_end=forecast.window_end, points=int(forecast.points),
+        horizon_seconds=int(forecast.horizon_seconds), resolution_seconds=int(forecast.resolution_seconds),
+        predicted_peak=forecast.predicted_peak, peak_time=forecast.peak_time,
+        upper_bound=forecast.upper_bound, lower_bound=forecast.lower_bound,
+        confidence=float(forecast.confidence), coverage=forecast.coverage,
+        capacity_per_replica=float(spec.capacity_per_replica),
+        backtest_metric=forecast.backtest_metric, backtest_value=forecast.backtest_error,
+    )
+
+
+def build_proposal(policy: Policy, sized: SizedForecast, proposed_by: str, now: dt.datetime,
                    gitops: bool = False) -> dict:
     """The ScalingProposal manifest: the change, its evidence, and who proposed it.
 
@@ -86,8 +96,7 @@ def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.date
     it (the admission policy requires proposed-by to name the creator, and a pipeline that
     approves may not also be the proposer), so the forecaster's identity is recorded in
     scalegate.io/forecast-by instead, for the reader."""
-    spec = policy.forecast
-    forecast, sizing = planned.forecast, planned.sizing
+    sizing = sized.sizing
     annotations = {FORECAST_BY: proposed_by} if gitops else {PROPOSED_BY: proposed_by}
     return {
         "apiVersion": API_VERSION,
@@ -108,34 +117,9 @@ def build_proposal(policy: Policy, planned: Plan, proposed_by: str, now: dt.date
             "replicas": sizing.replicas,
             "validUntil": format_time(now + dt.timedelta(seconds=policy.proposal_ttl_seconds)),
             "reason": sizing.reason,
-            "forecast": _drop_none({
-                "model": forecast.model,
-                "query": spec.query,
-                "window": {"start": format_time(forecast.window_start), "end": format_time(forecast.window_end),
-                           "points": int(forecast.points)},
-                "horizonSeconds": int(forecast.horizon_seconds),
-                "resolutionSeconds": int(forecast.resolution_seconds),
-                "predictedPeak": _num(forecast.predicted_peak),
-                "peakTime": format_time(forecast.peak_time),
-                "upperBound": _num(forecast.upper_bound),
-                "lowerBound": _num(forecast.lower_bound),
-                "confidence": float(forecast.confidence),
-                "coverage": _num(forecast.coverage),
-                "capacityPerReplica": float(spec.capacity_per_replica),
-                "backtestError": {"metric": forecast.backtest_metric, "value": _num(forecast.backtest_error)},
-            }),
+            "forecast": evidence_of(sized.forecast, policy.forecast).to_spec(),
         },
     }
-
-
-def _num(value: float) -> float | None:
-    """JSON has no NaN or infinity (e.g. coverage before enough hours could be checked)."""
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
-
-
-def _drop_none(tree: dict) -> dict:
-    return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in tree.items() if v is not None}
 
 
 def check_past_forecast(previous: Forecast, series) -> tuple[float, bool] | None:
@@ -172,18 +156,18 @@ class Forecaster:
             self._identity = self.kube.whoami()
         return self._identity
 
-    def _plan(self, series, policy: Policy, current: int, now: dt.datetime) -> Plan:
-        """`plan` in the process pool (CPU-bound fits use every core), or here without one."""
+    def _forecast_policy(self, series, policy: Policy, current: int, now: dt.datetime) -> SizedForecast:
+        """`forecast_policy` in the process pool (CPU-bound fits use every core), or here without one."""
         pool = self.pool
         if pool is None:
-            return plan(series, policy, current, now)
+            return forecast_policy(series, policy, current, now)
         try:
-            return pool.submit(plan, series, policy, current, now).result()
+            return pool.submit(forecast_policy, series, policy, current, now).result()
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory): every later fit would fail too, so
             # start a new pool and try once more; one bad fit must not stop the rest.
             log.warning("forecast worker process died; starting a new pool")
-            return self._renewed_pool(pool).submit(plan, series, policy, current, now).result()
+            return self._renewed_pool(pool).submit(forecast_policy, series, policy, current, now).result()
 
     def _renewed_pool(self, broken: concurrent.futures.Executor) -> concurrent.futures.Executor:
         with self._pool_lock:
@@ -211,7 +195,7 @@ class Forecaster:
                                        step_seconds=spec.step_seconds, end=now)
             self._check_previous(policy, series)
             current = self.kube.get_scale(namespace, policy.target).replicas
-            planned = self._plan(series, policy, current, now)
+            sized = self._forecast_policy(series, policy, current, now)
         except ForecastError as err:
             return self._fail(body, namespace, name, err.reason, err.message, started)
         except (NotFound, NoScaleSubresource) as err:
@@ -223,15 +207,15 @@ class Forecaster:
             log.exception("forecast of %s/%s failed", namespace, name)
             return self._fail(body, namespace, name, "FitFailed", f"{type(err).__name__}: {err}", started)
 
-        self._previous[(namespace, name)] = planned.forecast
+        self._previous[(namespace, name)] = sized.forecast
         elapsed = time.monotonic() - started
         metrics.FORECAST_DURATION.observe(elapsed)
-        if not planned.sizing.changes:
-            message = f"no change: {planned.sizing.reason}"
+        if not sized.sizing.changes:
+            message = f"no change: {sized.sizing.reason}"
             self._set_ready(body, True, "NoChange", message, now)
             return RoundResult(namespace, name, "unchanged", "NoChange", message, seconds=elapsed)
 
-        proposal = build_proposal(policy, planned, self.identity, now, gitops=self.output == "yaml")
+        proposal = build_proposal(policy, sized, self.identity, now, gitops=self.output == "yaml")
         if self.output == "yaml":
             if self.output_dir is not None:
                 self._write_manifest(proposal)
@@ -241,7 +225,7 @@ class Forecaster:
             except Conflict:
                 log.info("proposal %s/%s already exists; not proposing twice", namespace, proposal["metadata"]["name"])
         metrics.PROPOSALS_CREATED.labels(namespace, name).inc()
-        message = f"proposed {proposal['metadata']['name']}: {planned.sizing.reason}"
+        message = f"proposed {proposal['metadata']['name']}: {sized.sizing.reason}"
         self._set_ready(body, True, "Proposed", message, now, last_proposal=proposal["metadata"]["name"])
         log.info("%s/%s: %s", namespace, name, message)
         return RoundResult(namespace, name, "proposed", "Proposed", message, proposal=proposal, seconds=elapsed)
@@ -314,7 +298,7 @@ class Forecaster:
         return results
 
 
-def interval_of(body: dict, default: float = 900.0) -> float:
+def interval_of(body: dict, default: float = ForecastSpec.interval_seconds) -> float:
     forecast = ((body.get("spec") or {}).get("forecast") or {})
     value = forecast.get("intervalSeconds", default)
     return float(value) if isinstance(value, (int, float)) and value > 0 else default

@@ -1,15 +1,23 @@
 """Typed views of ScalingPolicy and ScalingProposal: names of the contract, and
 parsing that turns an API object into plain values or a clear `InvalidObject`.
 
-Ground floor: imports nothing else of scalegate and does no I/O.
+One home each for the rules of reading the contract's objects: the defaults of absent
+fields (the CRDs' own, see tests/unit/test_crd_defaults.py), the decision annotations
+(`DecisionAnnotations`, for the operator and the plugin alike) and the evidence a proposal
+carries (`Evidence`, written by the forecaster and read back by the plugin).
+
+Ground floor: imports only `rules` (the contract's replica rules) and does no I/O.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from .rules import Bounds, replicas_for
 
 GROUP = "scalegate.io"
 VERSION = "v1alpha1"
@@ -144,14 +152,21 @@ class TargetRef:
         return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
 
 
+# Defaults: each field's default is the CRD's (the API server fills it in on create), and
+# parsing an object without the field assumes the same; tests/unit/test_crd_defaults.py
+# compares every `default:` in crds/ with these.
+
 @dataclass(frozen=True)
 class ForecastSpec:
+    """A policy's `spec.forecast`: how its load is forecast."""
+
     query: str
     capacity_per_replica: float
     horizon_seconds: int = 3600
     lookback_seconds: int = 14 * 86400
     step_seconds: int = 300
     confidence: float = 0.95
+    interval_seconds: int = 900
 
     @classmethod
     def parse(cls, raw: Any, where: str = "spec.forecast") -> "ForecastSpec | None":
@@ -162,16 +177,20 @@ class ForecastSpec:
         capacity = raw.get("capacityPerReplica")
         if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or capacity <= 0:
             raise InvalidObject(f"{where}.capacityPerReplica must be a number > 0, got {capacity!r}")
-        confidence = raw.get("confidence", 0.95)
+        confidence = raw.get("confidence", cls.confidence)
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
             raise InvalidObject(f"{where}.confidence must be in [0.5, 1), got {confidence!r}")
         return cls(
             query=_str(raw.get("query"), f"{where}.query"),
             capacity_per_replica=float(capacity),
-            horizon_seconds=_int(raw.get("horizonSeconds", 3600), f"{where}.horizonSeconds", minimum=60),
-            lookback_seconds=_int(raw.get("lookbackSeconds", 14 * 86400), f"{where}.lookbackSeconds", minimum=3600),
-            step_seconds=_int(raw.get("stepSeconds", 300), f"{where}.stepSeconds", minimum=1),
+            horizon_seconds=_int(raw.get("horizonSeconds", cls.horizon_seconds), f"{where}.horizonSeconds",
+                                 minimum=60),
+            lookback_seconds=_int(raw.get("lookbackSeconds", cls.lookback_seconds), f"{where}.lookbackSeconds",
+                                  minimum=3600),
+            step_seconds=_int(raw.get("stepSeconds", cls.step_seconds), f"{where}.stepSeconds", minimum=1),
             confidence=float(confidence),
+            interval_seconds=_int(raw.get("intervalSeconds", cls.interval_seconds), f"{where}.intervalSeconds",
+                                  minimum=60),
         )
 
 
@@ -184,13 +203,18 @@ class Policy:
     target: TargetRef
     min_replicas: int
     max_replicas: int
-    max_step_up: int | None
-    max_step_down: int | None
-    cooldown_seconds: int
-    proposal_ttl_seconds: int
-    suspend: bool
-    forecast: ForecastSpec | None
-    last_applied_time: dt.datetime | None
+    max_step_up: int | None = None
+    max_step_down: int | None = None
+    cooldown_seconds: int = 600
+    proposal_ttl_seconds: int = 3600
+    suspend: bool = False
+    forecast: ForecastSpec | None = None
+    last_applied_time: dt.datetime | None = None
+
+    @property
+    def bounds(self) -> Bounds:
+        """The replica bounds and step limits every applied proposal must respect."""
+        return Bounds(self.min_replicas, self.max_replicas, self.max_step_up, self.max_step_down)
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> "Policy":
@@ -203,7 +227,7 @@ class Policy:
         max_replicas = _int(spec.get("maxReplicas"), "spec.maxReplicas")
         if max_replicas < min_replicas:
             raise InvalidObject(f"spec.maxReplicas ({max_replicas}) is below spec.minReplicas ({min_replicas})")
-        suspend = spec.get("suspend", False)
+        suspend = spec.get("suspend", cls.suspend)
         if not isinstance(suspend, bool):
             raise InvalidObject("spec.suspend must be true or false")
         return cls(
@@ -216,8 +240,9 @@ class Policy:
             max_replicas=max_replicas,
             max_step_up=_int(spec.get("maxStepUp"), "spec.maxStepUp", optional=True, minimum=1),
             max_step_down=_int(spec.get("maxStepDown"), "spec.maxStepDown", optional=True, minimum=1),
-            cooldown_seconds=_int(spec.get("cooldownSeconds", 0), "spec.cooldownSeconds"),
-            proposal_ttl_seconds=_int(spec.get("proposalTTLSeconds", 3600), "spec.proposalTTLSeconds", minimum=1),
+            cooldown_seconds=_int(spec.get("cooldownSeconds", cls.cooldown_seconds), "spec.cooldownSeconds"),
+            proposal_ttl_seconds=_int(spec.get("proposalTTLSeconds", cls.proposal_ttl_seconds),
+                                      "spec.proposalTTLSeconds", minimum=1),
             suspend=suspend,
             forecast=ForecastSpec.parse(spec.get("forecast")),
             last_applied_time=parse_time(status.get("lastAppliedTime")),
@@ -225,8 +250,15 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What people said about a proposal, read from its decision annotations."""
+class DecisionAnnotations:
+    """What people said about a proposal: its decision annotations, parsed once for the
+    operator and the plugin alike.
+
+    `approved` and `rejected` hold only for the value "true", exactly as the admission
+    policy accepts it (the contract's value); anything else (" True ", "yes") decides
+    nothing, so a value the API server would have refused never approves. Names and texts
+    are read without surrounding blanks.
+    """
 
     approved: bool
     approved_by: str
@@ -237,17 +269,154 @@ class Decision:
     reason: str
 
     @classmethod
-    def from_annotations(cls, annotations: Mapping[str, str] | None) -> "Decision":
+    def parse(cls, annotations: Mapping[str, str] | None) -> "DecisionAnnotations":
         ann = annotations or {}
         return cls(
-            approved=str(ann.get(APPROVED, "")).strip().lower() == "true",
+            approved=ann.get(APPROVED) == "true",
             approved_by=str(ann.get(APPROVED_BY, "")).strip(),
-            rejected=str(ann.get(REJECTED, "")).strip().lower() == "true",
+            rejected=ann.get(REJECTED) == "true",
             rejected_by=str(ann.get(REJECTED_BY, "")).strip(),
             proposed_by=str(ann.get(PROPOSED_BY, "")).strip(),
             approval_ref=str(ann.get(APPROVAL_REF, "")).strip(),
             reason=str(ann.get(DECISION_REASON, "")).strip(),
         )
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, else None (JSON has no NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    try:
+        return parse_time(value)
+    except InvalidObject:
+        return None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A proposal's `spec.forecast`: why this number of replicas, and from what data.
+
+    The forecaster writes it (`to_spec`), the plugin reads it back (`parse`); the fields
+    are those of the CRD (tests/unit/test_evidence.py compares them). Every field may be
+    None: a proposal written by hand carries what its author chose, and `parse` is lenient
+    (a field of the wrong type reads as None), because showing a strange proposal is
+    better than refusing to.
+    """
+
+    model: str | None = None
+    query: str | None = None
+    window_start: dt.datetime | None = None
+    window_end: dt.datetime | None = None
+    points: int | None = None
+    horizon_seconds: int | None = None
+    resolution_seconds: int | None = None
+    predicted_peak: float | None = None
+    peak_time: dt.datetime | None = None
+    upper_bound: float | None = None
+    lower_bound: float | None = None
+    confidence: float | None = None
+    coverage: float | None = None
+    capacity_per_replica: float | None = None
+    backtest_metric: str | None = None
+    backtest_value: float | None = None
+
+    def to_spec(self) -> dict[str, Any]:
+        """The `spec.forecast` object; absent and non-finite figures are left out, load
+        figures rounded to 6 decimals, times to whole seconds."""
+        def rounded(value: float | None) -> float | None:
+            value = _number(value)
+            return None if value is None else round(value, 6)
+
+        def stamp(value: dt.datetime | None) -> str | None:
+            return None if value is None else format_time(value)
+
+        def whole(value: int | None) -> int | None:
+            return None if value is None else int(value)
+
+        spec = {
+            "model": self.model,
+            "query": self.query,
+            "window": {"start": stamp(self.window_start), "end": stamp(self.window_end),
+                       "points": whole(self.points)},
+            "horizonSeconds": whole(self.horizon_seconds),
+            "resolutionSeconds": whole(self.resolution_seconds),
+            "predictedPeak": rounded(self.predicted_peak),
+            "peakTime": stamp(self.peak_time),
+            "upperBound": rounded(self.upper_bound),
+            "lowerBound": rounded(self.lower_bound),
+            "confidence": _number(self.confidence),
+            "coverage": rounded(self.coverage),
+            "capacityPerReplica": _number(self.capacity_per_replica),
+            "backtestError": {"metric": self.backtest_metric, "value": rounded(self.backtest_value)},
+        }
+        return _without_none(spec)
+
+    @classmethod
+    def parse(cls, raw: Any) -> "Evidence":
+        """Read a `spec.forecast` back, leniently (see the class)."""
+        forecast = raw if isinstance(raw, Mapping) else {}
+        window = forecast.get("window") if isinstance(forecast.get("window"), Mapping) else {}
+        backtest = forecast.get("backtestError") if isinstance(forecast.get("backtestError"), Mapping) else {}
+        return cls(
+            model=_text(forecast.get("model")),
+            query=_text(forecast.get("query")),
+            window_start=_moment(window.get("start")),
+            window_end=_moment(window.get("end")),
+            points=_whole(window.get("points")),
+            horizon_seconds=_whole(forecast.get("horizonSeconds")),
+            resolution_seconds=_whole(forecast.get("resolutionSeconds")),
+            predicted_peak=_number(forecast.get("predictedPeak")),
+            peak_time=_moment(forecast.get("peakTime")),
+            upper_bound=_number(forecast.get("upperBound")),
+            lower_bound=_number(forecast.get("lowerBound")),
+            confidence=_number(forecast.get("confidence")),
+            coverage=_number(forecast.get("coverage")),
+            capacity_per_replica=_number(forecast.get("capacityPerReplica")),
+            backtest_metric=_text(backtest.get("metric")),
+            backtest_value=_number(backtest.get("value")),
+        )
+
+    @property
+    def sized_for(self) -> float | None:
+        """The load the replicas are sized for: the interval's upper bound, else the peak."""
+        return self.upper_bound if self.upper_bound is not None else self.predicted_peak
+
+    @property
+    def needed(self) -> int | None:
+        """Replicas that serve `sized_for` at `capacity_per_replica` each (`rules.replicas_for`)."""
+        if self.sized_for is None or not self.capacity_per_replica or self.capacity_per_replica < 0:
+            return None
+        return replicas_for(self.sized_for, self.capacity_per_replica)
+
+    @property
+    def horizon_end(self) -> dt.datetime | None:
+        """The end of the time the forecast covers."""
+        if self.window_end is None or self.horizon_seconds is None:
+            return None
+        return self.window_end + dt.timedelta(seconds=self.horizon_seconds)
+
+
+def _without_none(tree: dict[str, Any]) -> dict[str, Any]:
+    """The tree without None values, and without objects left empty."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _without_none(value) or None
+        if value is not None:
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -288,10 +457,10 @@ class Proposal:
     replicas: int
     valid_until: dt.datetime
     reason: str
-    decision: Decision
+    decision: DecisionAnnotations
     phase: str
     intent: ApplyIntent | None
-    forecast: Mapping[str, Any] = field(default_factory=dict)
+    forecast: Evidence = field(default_factory=Evidence)
 
     @property
     def terminal(self) -> bool:
@@ -325,8 +494,8 @@ class Proposal:
             replicas=_int(spec.get("replicas"), "spec.replicas"),
             valid_until=valid_until,
             reason=str(spec.get("reason") or ""),
-            decision=Decision.from_annotations(meta.get("annotations")),
+            decision=DecisionAnnotations.parse(meta.get("annotations")),
             phase=phase,
             intent=ApplyIntent.parse(status.get("applying")),
-            forecast=spec.get("forecast") or {},
+            forecast=Evidence.parse(spec.get("forecast")),
         )

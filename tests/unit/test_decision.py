@@ -11,7 +11,7 @@ import pytest
 
 from scalegate import decision as d
 from scalegate.decision import Outcome, Reason, Recovery
-from scalegate.model import ApplyIntent, Decision, Phase, Policy, Proposal, TargetRef
+from scalegate.model import ApplyIntent, DecisionAnnotations, Phase, Policy, Proposal, TargetRef
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 20, 30, tzinfo=UTC)
@@ -20,11 +20,11 @@ WEB = TargetRef("apps/v1", "Deployment", "web")
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
 
 
-def decision(**kw) -> Decision:
+def decision(**kw) -> DecisionAnnotations:
     values = dict(approved=True, approved_by="alice", rejected=False, rejected_by="", proposed_by=FORECASTER,
                   approval_ref="", reason="")
     values.update(kw)
-    return Decision(**values)
+    return DecisionAnnotations(**values)
 
 
 def proposal(**kw) -> Proposal:

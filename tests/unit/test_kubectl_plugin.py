@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scalegate.plugin import cli as kubectl_plugin
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, PROPOSED_BY, REJECTED,
-                             REJECTED_BY)
+                             REJECTED_BY, Proposal)
 from scalegate.plugin import api, explain, render
 
 NOW = dt.datetime(2026, 11, 26, 21, 0, tzinfo=dt.timezone.utc)
@@ -83,6 +83,21 @@ def test_decided_by_prefers_the_operators_verified_record():
     assert render.decided_by(proposal(annotations={REJECTED: "true", REJECTED_BY: "bob"})) == ("rejected", "bob")
     assert render.decided_by(proposal(annotations={APPROVED: "true", APPROVED_BY: "alice"},
                                       status={"approvedBy": "alice@corp"})) == ("approved", "alice@corp")
+
+
+@pytest.mark.parametrize("value", ["true", " True ", "TRUE", "True", "true ", "yes", "1", ""])
+@pytest.mark.parametrize("verdict", ["approved", "rejected"])
+def test_plugin_reads_a_decision_as_the_operator_does(verdict, value):
+    """Odd values included: `kubectl scalegate list/show` never shows a proposal as decided
+    that the operator does not act on as decided, nor the other way round."""
+    key, by = (APPROVED, APPROVED_BY) if verdict == "approved" else (REJECTED, REJECTED_BY)
+    body = proposal(annotations={key: value, by: "alice"})
+    operator_sees = getattr(Proposal.parse(body).decision, verdict)
+    assert (render.decided_by(body) == (verdict, "alice")) == operator_sees
+    assert (render.decided_by(body) == ("", "")) == (not operator_sees)
+    assert operator_sees == (value == "true")  # the contract's value, as the admission policy accepts it
+    if verdict == "approved":
+        assert (render.proposal_row(body, NOW)[5] == "alice") == operator_sees
 
 
 # -- list ------------------------------------------------------------------------------------
@@ -163,42 +178,49 @@ def test_same_target_ignores_the_version():
 
 
 # -- explain: numbers ------------------------------------------------------------------------
+def evidence(forecast: dict | None = None):
+    return explain.ExplainedProposal.of(proposal(forecast=forecast)).evidence
+
+
 def test_evidence_sizes_for_the_upper_bound():
-    ev = explain.Evidence.of(proposal())
-    assert (ev.sized_for, ev.capacity, ev.needed) == (410.0, 50.0, 9)
-    exact = explain.Evidence.of(proposal(forecast={"upperBound": 400.0, "capacityPerReplica": 50}))
+    ev = evidence()
+    assert (ev.sized_for, ev.capacity_per_replica, ev.needed) == (410.0, 50.0, 9)
+    exact = evidence({"upperBound": 400.0, "capacityPerReplica": 50})
     assert exact.needed == 8  # exactly eight replicas' worth: no ninth for rounding noise
-    peak_only = explain.Evidence.of(proposal(forecast={"predictedPeak": 101, "capacityPerReplica": 50}))
+    peak_only = evidence({"predictedPeak": 101, "capacityPerReplica": 50})
     assert peak_only.sized_for == 101 and peak_only.needed == 3
-    assert explain.Evidence.of(proposal(forecast={})).needed is None
+    assert evidence({}).needed is None
 
 
 def test_evidence_is_lenient_about_missing_or_odd_fields():
-    ev = explain.Evidence.of({"metadata": {}, "spec": {"forecast": {"predictedPeak": "lots", "window": {
+    view = explain.ExplainedProposal.of({"metadata": {}, "spec": {"forecast": {"predictedPeak": "lots", "window": {
         "start": "yesterday"}, "horizonSeconds": True}}})
-    assert ev.peak is None and ev.window_start is None and ev.horizon_seconds is None and ev.target == "?/?"
+    ev = view.evidence
+    assert ev.predicted_peak is None and ev.window_start is None and ev.horizon_seconds is None
+    assert view.target == "?/?"
 
 
 def test_history_range_covers_the_window_and_what_happened_since():
-    ev = explain.Evidence.of(proposal())
-    start, end, step = ev.history_range(NOW)
+    view = explain.ExplainedProposal.of(proposal())
+    start, end, step = view.history_range(NOW)
     assert start == NOW - dt.timedelta(days=2) and step == 300
     assert end == NOW  # the horizon has not ended yet: up to now
     later = NOW + dt.timedelta(hours=5)
-    assert ev.history_range(later)[1] == ev.horizon_end
+    assert view.history_range(later)[1] == view.evidence.horizon_end
 
 
 def test_history_range_step_from_points_and_capped_at_prometheus_limit():
     forecast = proposal()["spec"]["forecast"]
     del forecast["resolutionSeconds"]
-    ev = explain.Evidence.of(proposal(forecast=forecast))
-    assert ev.history_range(NOW)[2] == int((ev.window_end - ev.window_start).total_seconds() / 576)
+    view = explain.ExplainedProposal.of(proposal(forecast=forecast))
+    ev = view.evidence
+    assert view.history_range(NOW)[2] == int((ev.window_end - ev.window_start).total_seconds() / 576)
     forecast = {**forecast, "resolutionSeconds": 1,
                 "window": {"start": stamp(NOW - dt.timedelta(days=30)), "end": stamp(NOW)}}
-    start, end, step = explain.Evidence.of(proposal(forecast=forecast)).history_range(NOW)
+    start, end, step = explain.ExplainedProposal.of(proposal(forecast=forecast)).history_range(NOW)
     assert (end - start).total_seconds() / step <= explain.MAX_POINTS
     with pytest.raises(explain.HistoryUnavailable, match="no forecast window"):
-        explain.Evidence.of(proposal(forecast={})).history_range(NOW)
+        explain.ExplainedProposal.of(proposal(forecast={})).history_range(NOW)
 
 
 def test_parse_range_answer_sums_series_and_drops_non_finite_samples():

@@ -17,7 +17,8 @@ from scalegate.model import (
     REJECTED,
     REJECTED_BY,
     ApplyIntent,
-    Decision,
+    DecisionAnnotations,
+    Evidence,
     ForecastSpec,
     InvalidObject,
     Phase,
@@ -177,9 +178,9 @@ def test_target_ref_refusals(raw, message):
 
 def test_policy_parses_a_full_body():
     body = policy_body(
-        maxStepUp=5, maxStepDown=2, cooldownSeconds=600, proposalTTLSeconds=1800, suspend=True,
+        maxStepUp=5, maxStepDown=2, cooldownSeconds=300, proposalTTLSeconds=1800, suspend=True,
         forecast={"query": "sum(rate(x[5m]))", "capacityPerReplica": 50, "horizonSeconds": 7200,
-                  "lookbackSeconds": 86400, "stepSeconds": 60, "confidence": 0.9},
+                  "lookbackSeconds": 86400, "stepSeconds": 60, "confidence": 0.9, "intervalSeconds": 120},
     )
     body["status"] = {"lastAppliedTime": "2026-11-26T20:00:00Z"}
     policy = Policy.parse(body)
@@ -188,10 +189,10 @@ def test_policy_parses_a_full_body():
     assert policy.target == TargetRef("apps/v1", "Deployment", "web")
     assert (policy.min_replicas, policy.max_replicas) == (2, 20)
     assert (policy.max_step_up, policy.max_step_down) == (5, 2)
-    assert policy.cooldown_seconds == 600
+    assert policy.cooldown_seconds == 300
     assert policy.proposal_ttl_seconds == 1800
     assert policy.suspend is True
-    assert policy.forecast == ForecastSpec("sum(rate(x[5m]))", 50.0, 7200, 86400, 60, 0.9)
+    assert policy.forecast == ForecastSpec("sum(rate(x[5m]))", 50.0, 7200, 86400, 60, 0.9, 120)
     assert isinstance(policy.forecast.capacity_per_replica, float)
     assert policy.last_applied_time == dt.datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
 
@@ -199,7 +200,7 @@ def test_policy_parses_a_full_body():
 def test_policy_defaults():
     policy = Policy.parse(policy_body())
     assert policy.max_step_up is None and policy.max_step_down is None
-    assert policy.cooldown_seconds == 0
+    assert policy.cooldown_seconds == 600  # the CRD's default (test_crd_defaults.py checks them all)
     assert policy.proposal_ttl_seconds == 3600
     assert policy.suspend is False
     assert policy.forecast is None
@@ -282,25 +283,27 @@ def test_invalid_object_is_a_value_error():
 
 # -- decision annotations ---------------------------------------------------------------
 
-def test_decision_reads_every_annotation_and_trims():
-    decision = Decision.from_annotations({
-        APPROVED: " TRUE ", APPROVED_BY: " alice ", REJECTED: "false", REJECTED_BY: "",
+def test_decision_reads_every_annotation_and_trims_names():
+    decision = DecisionAnnotations.parse({
+        APPROVED: "true", APPROVED_BY: " alice ", REJECTED: "false", REJECTED_BY: "",
         PROPOSED_BY: "system:serviceaccount:scalegate:forecaster", APPROVAL_REF: "!42", DECISION_REASON: " ok ",
     })
-    assert decision == Decision(approved=True, approved_by="alice", rejected=False, rejected_by="",
-                                proposed_by="system:serviceaccount:scalegate:forecaster", approval_ref="!42",
-                                reason="ok")
+    assert decision == DecisionAnnotations(approved=True, approved_by="alice", rejected=False, rejected_by="",
+                                           proposed_by="system:serviceaccount:scalegate:forecaster",
+                                           approval_ref="!42", reason="ok")
 
 
-@pytest.mark.parametrize("value", ["yes", "1", "", "True-ish"])
+@pytest.mark.parametrize("value", ["yes", "1", "", "True-ish", " True ", "TRUE", "true ", "True"])
 def test_only_true_means_true(value):
-    decision = Decision.from_annotations({APPROVED: value, REJECTED: value})
+    """Exactly the value the contract names and the admission policy accepts: anything
+    else decides nothing (the API server would have refused it)."""
+    decision = DecisionAnnotations.parse({APPROVED: value, REJECTED: value})
     assert not decision.approved and not decision.rejected
 
 
 @pytest.mark.parametrize("annotations", [None, {}], ids=["none", "empty"])
 def test_no_annotations_is_no_decision(annotations):
-    decision = Decision.from_annotations(annotations)
+    decision = DecisionAnnotations.parse(annotations)
     assert not decision.approved and not decision.rejected
     assert decision.approved_by == decision.rejected_by == decision.proposed_by == ""
 
@@ -329,7 +332,7 @@ def test_proposal_parses_a_full_body():
     assert proposal.decision.proposed_by == "system:serviceaccount:scalegate:forecaster"
     assert proposal.phase == Phase.APPROVED and not proposal.terminal
     assert proposal.intent == ApplyIntent(9, 4, "77", dt.datetime(2026, 11, 26, 20, 40, tzinfo=UTC))
-    assert proposal.forecast == {"model": "holt-winters", "upperBound": 410.0}
+    assert proposal.forecast == Evidence(model="holt-winters", upper_bound=410.0)
 
 
 def test_proposal_defaults():
@@ -341,7 +344,7 @@ def test_proposal_defaults():
     assert proposal.intent is None
     assert proposal.created is None
     assert proposal.reason == ""
-    assert proposal.forecast == {}
+    assert proposal.forecast == Evidence()
     assert not proposal.terminal
 
 

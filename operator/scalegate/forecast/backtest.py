@@ -32,7 +32,8 @@ import pandas as pd
 from scipy.stats import norm
 
 from .models import HoltWinters
-from .plan import DEFAULT_MODELS, forecast_series
+from .accuracy import mase, seasonal_naive_mae
+from .pipeline import DEFAULT_MODELS, forecast_series
 from .series import DAY_SECONDS, ForecastError, regularize
 from .sizing import size_replicas
 
@@ -62,7 +63,7 @@ class BacktestSettings:
     interval : str, default "pointwise"
         What scalegate's interval covers (see :mod:`.calibrate`).
     models : tuple of str
-        scalegate's candidate models (see :func:`.plan.forecast_series`).
+        scalegate's candidate models (see :func:`.pipeline.forecast_series`).
     reactive_tolerance : float, default 0.1
         The HPA's tolerance around the target utilisation.
     reactive_stabilisation_seconds : int, default 300
@@ -151,8 +152,9 @@ class BacktestResult:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What an interval strategy decided: replicas (None keeps the current ones) and its forecast."""
+class ReplayStep:
+    """What an interval strategy decided at one step of the replay: replicas (None keeps
+    the current ones) and its forecast."""
 
     replicas: int | None
     point_forecast: np.ndarray | None = None  # one value per native sample over the horizon
@@ -176,7 +178,7 @@ class Moment:
 class IntervalStrategy(Protocol):
     name: str
 
-    def decide(self, moment: Moment) -> Decision: ...
+    def decide(self, moment: Moment) -> ReplayStep: ...
 
 
 def default_capacity(series: pd.Series) -> float:
@@ -262,15 +264,15 @@ def run_backtest(
             progress(done, len(decision_points))
 
     load = values[eval_start:eval_end]
-    mase_scale = _seasonal_naive_mae(values[:eval_start], step)
+    mase_scale = seasonal_naive_mae(values[:eval_start], step)
     figures: dict[str, Figures] = {}
     for name in strategies:
         if name == "reactive":
             reactive, reactive_changes = _reactive(values, eval_start, eval_end, capacity, initial, step, settings)
             figures[name] = _figures(load, reactive, capacity, step, None, reactive_changes)
         else:
-            mase = _mase(values, forecasts[name], horizon_points, mase_scale)
-            figures[name] = _figures(load, replicas[name], capacity, step, mase, changes[name])
+            error = _mase(values, forecasts[name], horizon_points, mase_scale)
+            figures[name] = _figures(load, replicas[name], capacity, step, error, changes[name])
     return BacktestResult(
         strategies=figures,
         capacity_per_replica=capacity,
@@ -291,28 +293,20 @@ def _replicas_for(load: float, capacity: float) -> int:
     return max(0, math.ceil(load / capacity))
 
 
-def _figures(load, replicas, capacity, step, mase, proposals) -> Figures:
+def _figures(load, replicas, capacity, step, error, proposals) -> Figures:
     return Figures(
         under_provisioned_fraction=float(np.mean(load > replicas * capacity)),
         replica_hours=float(np.sum(replicas) * step / 3600),
-        mase=None if mase is None or not math.isfinite(mase) else float(mase),
+        mase=None if error is None or not math.isfinite(error) else float(error),
         proposals=int(proposals),
     )
 
 
-def _seasonal_naive_mae(train: np.ndarray, step: int) -> float:
-    lag = max(1, int(round(DAY_SECONDS / step)))
-    return float(np.mean(np.abs(train[lag:] - train[:-lag]))) if len(train) > lag else float("nan")
-
-
-def _mase(values, forecasts, horizon_points, scale) -> float | None:
-    """None when undefined: no forecasts, or errors where the training days had none to scale by."""
-    if not forecasts or not scale >= 0:
-        return None
-    error = float(np.mean([np.mean(np.abs(values[p : p + horizon_points] - f[:horizon_points])) for p, f in forecasts]))
-    if scale == 0:
-        return 0.0 if error == 0 else None
-    return error / scale
+def _mase(values, forecasts, horizon_points, scale) -> float:
+    """MASE of every forecast of the horizon's samples (each forecast covers the whole horizon);
+    not finite when undefined (no forecasts, or errors where the training days had none to scale by)."""
+    errors = [values[p : p + horizon_points] - f[:horizon_points] for p, f in forecasts]
+    return mase(np.concatenate(errors) if errors else np.empty(0), scale)
 
 
 def _reactive(values, eval_start, eval_end, capacity, initial, step, settings) -> tuple[np.ndarray, int]:
@@ -351,7 +345,7 @@ class _Scalegate:
 
     name = "scalegate"
 
-    def decide(self, moment: Moment) -> Decision:
+    def decide(self, moment: Moment) -> ReplayStep:
         settings = moment.settings
         try:
             forecast = forecast_series(
@@ -363,10 +357,10 @@ class _Scalegate:
                 models=settings.models,
             )
         except ForecastError as exc:
-            return Decision(None, error_reason=exc.reason)
+            return ReplayStep(None, error_reason=exc.reason)
         sizing = size_replicas(forecast.upper_bound, moment.capacity, moment.current_replicas)
         per_bin = forecast.resolution_seconds // forecast.step_seconds
-        return Decision(
+        return ReplayStep(
             sizing.replicas,
             np.repeat(np.asarray(forecast.path), per_bin),
             upper_bound=forecast.upper_bound,
@@ -382,10 +376,10 @@ class _StaticPeak:
     def __init__(self):
         self._replicas: int | None = None
 
-    def decide(self, moment: Moment) -> Decision:
+    def decide(self, moment: Moment) -> ReplayStep:
         if self._replicas is None:
             self._replicas = _replicas_for(float(moment.history.max()), moment.capacity)
-        return Decision(self._replicas)
+        return ReplayStep(self._replicas)
 
 
 class _SeasonalNaive:
@@ -393,13 +387,13 @@ class _SeasonalNaive:
 
     name = "seasonal-naive"
 
-    def decide(self, moment: Moment) -> Decision:
+    def decide(self, moment: Moment) -> ReplayStep:
         values = moment.history.to_numpy()
         step = (moment.history.index[1] - moment.history.index[0]).total_seconds()
         lag = int(round(DAY_SECONDS / step))
         horizon = max(1, math.ceil(moment.settings.horizon_seconds / step))
         yesterday = values[len(values) - lag : len(values) - lag + horizon]
-        return Decision(_replicas_for(float(yesterday.max()), moment.capacity), yesterday)
+        return ReplayStep(_replicas_for(float(yesterday.max()), moment.capacity), yesterday)
 
 
 class _HoltWintersPoint:
@@ -415,13 +409,13 @@ class _HoltWintersPoint:
         horizon = max(1, math.ceil(moment.settings.horizon_seconds / step))
         return HoltWinters(season).fit(recent), recent, horizon
 
-    def decide(self, moment: Moment) -> Decision:
+    def decide(self, moment: Moment) -> ReplayStep:
         try:
             fitted, _, horizon = self._fit(moment)
         except ForecastError as exc:
-            return Decision(None, error_reason=exc.reason)
+            return ReplayStep(None, error_reason=exc.reason)
         path = fitted.forecast(horizon)
-        return Decision(_replicas_for(float(path.max()), moment.capacity), path)
+        return ReplayStep(_replicas_for(float(path.max()), moment.capacity), path)
 
 
 class _HoltWintersSigma(_HoltWintersPoint):
@@ -429,16 +423,16 @@ class _HoltWintersSigma(_HoltWintersPoint):
 
     name = "holt-winters-sigma"
 
-    def decide(self, moment: Moment) -> Decision:
+    def decide(self, moment: Moment) -> ReplayStep:
         try:
             fitted, recent, horizon = self._fit(moment)
         except ForecastError as exc:
-            return Decision(None, error_reason=exc.reason)
+            return ReplayStep(None, error_reason=exc.reason)
         origins = np.arange(fitted.first_origin, len(recent))
         residuals = recent[origins] - fitted.rolling_forecasts(origins, 1)[:, 0]
         path = fitted.forecast(horizon)
         bound = float(path.max() + norm.ppf(moment.settings.confidence) * residuals.std())
-        return Decision(_replicas_for(bound, moment.capacity), path, upper_bound=bound)
+        return ReplayStep(_replicas_for(bound, moment.capacity), path, upper_bound=bound)
 
 
 class _Oracle:
@@ -446,8 +440,8 @@ class _Oracle:
 
     name = "oracle"
 
-    def decide(self, moment: Moment) -> Decision:
-        return Decision(_replicas_for(float(moment.future.max()), moment.capacity))
+    def decide(self, moment: Moment) -> ReplayStep:
+        return ReplayStep(_replicas_for(float(moment.future.max()), moment.capacity))
 
 
 _STRATEGIES = {

@@ -26,7 +26,7 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .series import MAX_INTERPOLATED_GAP_STEPS, MIN_HISTORY_SECONDS, ForecastError, regularize
+from .series import MIN_HISTORY_SECONDS, ForecastError, check_fresh, regularize
 
 #: Prometheus refuses range queries of more than 11,000 points per series; stay below.
 MAX_POINTS_PER_REQUEST = 10_000
@@ -171,13 +171,7 @@ class PrometheusSource:
         start_ts = end_ts - lookback_seconds
         results = self.query_range(query, start_ts, end_ts, step_seconds)
         series = _single_series(query, results)
-        stale_for = end_ts - series.index[-1].timestamp()
-        if stale_for > (MAX_INTERPOLATED_GAP_STEPS + 1) * step_seconds:
-            raise ForecastError(
-                "MetricsUnavailable",
-                f"the query has no samples since {series.index[-1].isoformat()} "
-                f"({stale_for / 60:.0f} min before the end of the window); is the target scraped?",
-            )
+        check_fresh(series.index[-1], pd.Timestamp(end_ts, unit="s", tz="UTC"), step_seconds)
         return regularize(series, step_seconds, min_history_seconds=min_history_seconds).values
 
     def query_range(self, query: str, start_ts: float, end_ts: float, step: int) -> list[dict]:

@@ -18,7 +18,8 @@ import pandas as pd
 DAY_SECONDS = 86_400
 
 #: Reasons a forecast can fail; they become the ``ForecastReady`` condition reason.
-REASONS = ("InsufficientData", "MetricsUnavailable", "TooUncertain", "FitFailed", "InvalidData")
+#: ``OutOfBounds``: no change the policy allows can be proposed (see :mod:`.sizing`).
+REASONS = ("InsufficientData", "MetricsUnavailable", "TooUncertain", "FitFailed", "InvalidData", "OutOfBounds")
 
 #: Gaps of at most this many missing steps are filled by linear interpolation;
 #: one scrape or one export bucket lost now and then must not stop forecasting.
@@ -211,6 +212,27 @@ def regularize(
         filled[~known] = np.interp(np.flatnonzero(~known), np.flatnonzero(known), filled[known])
     regular = pd.Series(filled, index=pd.DatetimeIndex(grid), name=series.name or "value")
     return RegularSeries(regular, step, missing, dropped_before)
+
+
+def check_fresh(newest: pd.Timestamp, now: pd.Timestamp, step_seconds: int) -> None:
+    """Refuse a series that stopped: its newest sample more than
+    ``MAX_INTERPOLATED_GAP_STEPS + 1`` steps before ``now`` (a gap longer than would be
+    interpolated, counting the step the next sample takes to arrive).
+
+    The one staleness rule of a series, for the Prometheus source and the forecast alike.
+
+    Raises
+    ------
+    ForecastError
+        ``MetricsUnavailable``.
+    """
+    age = (now - newest).total_seconds()
+    if age > (MAX_INTERPOLATED_GAP_STEPS + 1) * step_seconds:
+        raise ForecastError(
+            "MetricsUnavailable",
+            f"no samples since {newest.isoformat()} ({age / 60:.0f} min before {now.isoformat()}); "
+            "is the target scraped?",
+        )
 
 
 def _human(seconds: float) -> str:

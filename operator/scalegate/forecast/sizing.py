@@ -1,10 +1,17 @@
-"""Pure sizing: from an upper bound of load to a replica count within a policy's limits."""
+"""Pure sizing: from an upper bound of load to a replica count within a policy's limits.
+
+The rules themselves (replicas for a load, what the bounds and step limits allow) are
+`scalegate.rules`, which the operator judges proposals with: a count sized here is one the
+operator accepts.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
+
+from ..rules import Bounds, replicas_for
+from .series import ForecastError
 
 
 @dataclass(frozen=True)
@@ -43,22 +50,17 @@ def size_replicas(
     capacity_per_replica: float,
     current_replicas: int,
     *,
-    min_replicas: int | None = None,
-    max_replicas: int | None = None,
-    max_step_up: int | None = None,
-    max_step_down: int | None = None,
+    bounds: Bounds = Bounds(),
     confidence: float = 0.95,
     peak_time: datetime | None = None,
     unit: str = "",
 ) -> Sizing:
     """Replicas that cover ``upper_bound``, cut by the policy's limits.
 
-    First ``ceil(upper_bound / capacity_per_replica)``, then clamped to
-    ``[min_replicas, max_replicas]``, then to one step of at most
-    ``max_step_up`` / ``max_step_down`` from ``current_replicas``. Any limit
-    may be None (absent). When ``current_replicas`` is further out of range
-    than one step allows, the step limit wins (the move is gradual) and both
-    limits are named.
+    First ``ceil(upper_bound / capacity_per_replica)`` (:func:`scalegate.rules.replicas_for`),
+    then the nearest count within ``bounds`` (:meth:`scalegate.rules.Bounds.nearest`): the
+    range ``[minReplicas, maxReplicas]``, then one step of at most ``maxStepUp`` /
+    ``maxStepDown`` from ``current_replicas``. Any limit may be None (absent).
 
     Parameters
     ----------
@@ -74,38 +76,31 @@ def size_replicas(
         When the peak is expected (UTC); only used in the reason text.
     unit : str, default ""
         Unit of load for the reason text, e.g. ``"req/s"``.
+
+    Raises
+    ------
+    ValueError
+        ``capacity_per_replica`` is not a positive number, or ``upper_bound`` not finite.
+    ForecastError
+        ``OutOfBounds``: ``current_replicas`` is further out of the range than one step
+        allows, so every count the operator would accept is out of reach; a proposal
+        would only be rejected (the contract never clamps), so none is made.
     """
-    if not capacity_per_replica > 0 or not math.isfinite(capacity_per_replica):
-        raise ValueError(f"capacity_per_replica must be a positive number, got {capacity_per_replica!r}")
-    if not math.isfinite(upper_bound):
-        raise ValueError(f"upper_bound must be finite, got {upper_bound!r}")
-    # A relative epsilon keeps e.g. 100.00000001 / 50 from asking for a third replica.
-    desired = max(0, math.ceil(max(upper_bound, 0.0) / capacity_per_replica - 1e-9))
-    replicas = desired
-    limited: list[str] = []
-    if min_replicas is not None and replicas < min_replicas:
-        replicas = min_replicas
-        limited.append("minReplicas")
-    if max_replicas is not None and replicas > max_replicas:
-        replicas = max_replicas
-        limited.append("maxReplicas")
-    if max_step_up is not None and replicas > current_replicas + max_step_up:
-        replicas = current_replicas + max_step_up
-        limited.append("maxStepUp")
-    if max_step_down is not None and replicas < current_replicas - max_step_down:
-        replicas = current_replicas - max_step_down
-        limited.append("maxStepDown")
-    limits = {
-        "minReplicas": min_replicas,
-        "maxReplicas": max_replicas,
-        "maxStepUp": max_step_up,
-        "maxStepDown": max_step_down,
-    }
+    desired = replicas_for(upper_bound, capacity_per_replica)
+    replicas, limited = bounds.nearest(desired, current_replicas)
+    broken = bounds.violations(replicas, current_replicas)
+    if broken:
+        raise ForecastError(
+            "OutOfBounds",
+            f"{current_replicas} replicas now: no single change the policy allows reaches its range "
+            f"({'; '.join(check.problem for check in broken)}); widen the policy's step limit, "
+            "or scale the target into the range by hand",
+        )
     reason = _reason(upper_bound, capacity_per_replica, desired, confidence, peak_time, unit)
     if limited:
-        reason += "; " + ", ".join(f"capped by {name}={limits[name]}" for name in limited)
+        reason += "; " + ", ".join(f"capped by {name}={bounds.value(name)}" for name in limited)
         reason += f" ({replicas} instead of {desired})"
-    return Sizing(replicas, desired, current_replicas, tuple(limited), reason)
+    return Sizing(replicas, desired, current_replicas, limited, reason)
 
 
 def _reason(upper_bound, capacity, desired, confidence, peak_time, unit) -> str:

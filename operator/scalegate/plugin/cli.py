@@ -188,12 +188,13 @@ def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
     now = _now()
     history, history_error = None, ""
     if args.prometheus_url:
-        evidence = explain.Evidence.of(proposal)
+        explained = explain.ExplainedProposal.of(proposal)
+        query = explained.evidence.query
         try:
-            if not evidence.query:
+            if not query:
                 raise explain.HistoryUnavailable("the proposal records no query to read the history with")
-            start, end, step = evidence.history_range(now)
-            history = explain.fetch_history(args.prometheus_url, evidence.query, start, end, step)
+            start, end, step = explained.history_range(now)
+            history = explain.fetch_history(args.prometheus_url, query, start, end, step)
         except explain.HistoryUnavailable as err:
             history_error = str(err)
             print(f"warning: no load history: {err}", file=sys.stderr)

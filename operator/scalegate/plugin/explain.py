@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..model import InvalidObject, parse_time
+from ..model import Evidence
 from .render import bounds_check, human_duration, number
 
 #: Prometheus refuses range queries of more than 11,000 points; stay below.
@@ -43,8 +43,9 @@ class History:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """The numbers of a proposal, read leniently: anything missing is None."""
+class ExplainedProposal:
+    """What `explain` reads from a proposal, leniently (anything missing is None): the
+    change, and its evidence as the forecaster wrote it (`model.Evidence`)."""
 
     namespace: str
     name: str
@@ -52,94 +53,40 @@ class Evidence:
     current: int | None
     replicas: int | None
     reason: str
-    model: str | None
-    query: str | None
-    window_start: dt.datetime | None
-    window_end: dt.datetime | None
-    points: int | None
-    resolution_seconds: int | None
-    horizon_seconds: int | None
-    peak: float | None
-    peak_time: dt.datetime | None
-    lower: float | None
-    upper: float | None
-    confidence: float | None
-    capacity: float | None
-    backtest_metric: str | None
-    backtest_value: float | None
-    coverage: float | None
+    evidence: Evidence
 
     @classmethod
-    def of(cls, proposal: Mapping[str, Any]) -> "Evidence":
+    def of(cls, proposal: Mapping[str, Any]) -> "ExplainedProposal":
         meta = proposal.get("metadata") or {}
         spec = proposal.get("spec") or {}
-        forecast = spec.get("forecast") or {}
-        window = forecast.get("window") or {}
         ref = spec.get("targetRef") or {}
-        backtest = forecast.get("backtestError") or {}
-
-        def num(value: Any) -> float | None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                return None
-            return float(value)
 
         def integer(value: Any) -> int | None:
             return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-        def time(value: Any) -> dt.datetime | None:
-            try:
-                return parse_time(value)
-            except InvalidObject:
-                return None
 
         return cls(
             namespace=meta.get("namespace", ""), name=meta.get("name", ""),
             target=f"{ref.get('kind', '?')}/{ref.get('name', '?')}",
             current=integer(spec.get("currentReplicas")), replicas=integer(spec.get("replicas")),
             reason=str(spec.get("reason") or ""),
-            model=forecast.get("model"), query=forecast.get("query"),
-            window_start=time(window.get("start")), window_end=time(window.get("end")),
-            points=integer(window.get("points")), resolution_seconds=integer(forecast.get("resolutionSeconds")),
-            horizon_seconds=integer(forecast.get("horizonSeconds")),
-            peak=num(forecast.get("predictedPeak")), peak_time=time(forecast.get("peakTime")),
-            lower=num(forecast.get("lowerBound")), upper=num(forecast.get("upperBound")),
-            confidence=num(forecast.get("confidence")), capacity=num(forecast.get("capacityPerReplica")),
-            backtest_metric=backtest.get("metric"), backtest_value=num(backtest.get("value")),
-            coverage=num(forecast.get("coverage")),
+            evidence=Evidence.parse(spec.get("forecast")),
         )
-
-    @property
-    def sized_for(self) -> float | None:
-        """The load the replicas are sized for: the interval's upper bound, else the peak."""
-        return self.upper if self.upper is not None else self.peak
-
-    @property
-    def needed(self) -> int | None:
-        """Replicas that serve `sized_for` at `capacity` each."""
-        if self.sized_for is None or not self.capacity:
-            return None
-        return max(0, math.ceil(self.sized_for / self.capacity - 1e-9))
-
-    @property
-    def horizon_end(self) -> dt.datetime | None:
-        if self.window_end is None or self.horizon_seconds is None:
-            return None
-        return self.window_end + dt.timedelta(seconds=self.horizon_seconds)
 
     def history_range(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, int]:
         """(start, end, step seconds) to read: the fitted window, and on to the end of the
         horizon (or now, if sooner) to show what really happened."""
-        if self.window_start is None or self.window_end is None:
+        ev = self.evidence
+        if ev.window_start is None or ev.window_end is None:
             raise HistoryUnavailable("the proposal records no forecast window to read the history of")
-        end = self.window_end
-        if self.horizon_end is not None:
-            end = max(end, min(self.horizon_end, now))
-        span = max((end - self.window_start).total_seconds(), 1.0)
-        step = self.resolution_seconds or 0
-        if not step and self.points and self.points > 1:
-            step = (self.window_end - self.window_start).total_seconds() / (self.points - 1)
+        end = ev.window_end
+        if ev.horizon_end is not None:
+            end = max(end, min(ev.horizon_end, now))
+        span = max((end - ev.window_start).total_seconds(), 1.0)
+        step = ev.resolution_seconds or 0
+        if not step and ev.points and ev.points > 1:
+            step = (ev.window_end - ev.window_start).total_seconds() / (ev.points - 1)
         step = max(int(step) or 300, math.ceil(span / MAX_POINTS), 1)
-        return self.window_start, end, step
+        return ev.window_start, end, step
 
 
 # -- Prometheus ---------------------------------------------------------------------------
@@ -195,10 +142,11 @@ def _at(moment: dt.datetime | None) -> str:
 
 def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, history: History | None,
                  now: dt.datetime, *, policy_error: str = "", history_error: str = "") -> str:
-    ev = Evidence.of(proposal)
-    lines = [f"{ev.namespace}/{ev.name}: {ev.target} {ev.current} -> {ev.replicas} replicas"]
-    if ev.reason:
-        lines.append(f"  {ev.reason}")
+    view = ExplainedProposal.of(proposal)
+    ev = view.evidence
+    lines = [f"{view.namespace}/{view.name}: {view.target} {view.current} -> {view.replicas} replicas"]
+    if view.reason:
+        lines.append(f"  {view.reason}")
     lines.append("")
 
     lines.append("Forecast")
@@ -211,40 +159,40 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
     if ev.query:
         lines.append(f"  query: {ev.query}")
     horizon = human_duration(ev.horizon_seconds) if ev.horizon_seconds is not None else "?"
-    if ev.peak is not None:
-        peak = f"  peak over the next {horizon}: {number(ev.peak)} predicted"
+    if ev.predicted_peak is not None:
+        peak = f"  peak over the next {horizon}: {number(ev.predicted_peak)} predicted"
         if ev.peak_time:
             peak += f" at {_at(ev.peak_time)}"
         lines.append(peak)
-    if ev.lower is not None or ev.upper is not None:
+    if ev.lower_bound is not None or ev.upper_bound is not None:
         level = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
-        lines.append(f"  {level}prediction interval: {number(ev.lower)} .. {number(ev.upper)}")
+        lines.append(f"  {level}prediction interval: {number(ev.lower_bound)} .. {number(ev.upper_bound)}")
     if ev.backtest_value is not None:
         metric = ev.backtest_metric or "error"
         note = " (below 1 beats a seasonal-naive forecast)" if metric.upper() == "MASE" else ""
         lines.append(f"  backtest on its own history: {metric} {number(ev.backtest_value)}{note}")
     if ev.coverage is not None:
         lines.append(f"  the upper bound held {ev.coverage:.0%} of the time in replay")
-    if ev.peak is None and ev.upper is None:
+    if ev.predicted_peak is None and ev.upper_bound is None:
         lines.append("  <the proposal carries no forecast figures>")
 
     lines += ["", "Sizing"]
-    if ev.needed is not None and ev.capacity:
-        basis = "upper bound" if ev.upper is not None else "predicted peak"
-        lines.append(f"  {number(ev.sized_for)} ({basis}) / {number(ev.capacity)} per replica"
+    if ev.needed is not None and ev.capacity_per_replica:
+        basis = "upper bound" if ev.upper_bound is not None else "predicted peak"
+        lines.append(f"  {number(ev.sized_for)} ({basis}) / {number(ev.capacity_per_replica)} per replica"
                      f" -> {ev.needed} replicas needed")
-        if ev.replicas is not None:
-            proposed_cap = ev.replicas * ev.capacity
+        if view.replicas is not None:
+            proposed_cap = view.replicas * ev.capacity_per_replica
             headroom = (proposed_cap / ev.sized_for - 1) if ev.sized_for else float("inf")
-            lines.append(f"  proposed {ev.replicas} x {number(ev.capacity)} = {number(proposed_cap)}"
+            lines.append(f"  proposed {view.replicas} x {number(ev.capacity_per_replica)} = {number(proposed_cap)}"
                          + (f" ({headroom:+.1%} vs the {basis})" if math.isfinite(headroom) else ""))
-            if ev.replicas != ev.needed:
+            if view.replicas != ev.needed:
                 lines.append(f"  the proposal differs from the {ev.needed} the sizing gives"
                              " (see its reason: e.g. the policy's minimum or step)")
-        if ev.current is not None:
-            current_cap = ev.current * ev.capacity
+        if view.current is not None:
+            current_cap = view.current * ev.capacity_per_replica
             share = f", covers {current_cap / ev.sized_for:.0%} of the {basis}" if ev.sized_for else ""
-            lines.append(f"  now {ev.current} x {number(ev.capacity)} = {number(current_cap)}{share}")
+            lines.append(f"  now {view.current} x {number(ev.capacity_per_replica)} = {number(current_cap)}{share}")
     else:
         lines.append("  <no capacity per replica or forecast figure to size with>")
 
@@ -271,14 +219,15 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
             top = max(in_window)
             lines.append(f"  {len(in_window)} samples{summed}: last {number(in_window[-1])}, "
                          f"max {number(top)}, p95 {number(_quantile(in_window, 0.95))}")
-            if ev.capacity and ev.current is not None:
-                over = sum(1 for v in in_window if v > ev.current * ev.capacity) / len(in_window)
-                lines.append(f"  load exceeded today's capacity ({number(ev.current * ev.capacity)}) "
-                             f"{over:.1%} of the time")
+            if ev.capacity_per_replica and view.current is not None:
+                capacity_now = view.current * ev.capacity_per_replica
+                over = sum(1 for v in in_window if v > capacity_now) / len(in_window)
+                lines.append(f"  load exceeded today's capacity ({number(capacity_now)}) {over:.1%} of the time")
         if after:
             actual = max(v for _, v in after)
             lines.append(f"  since the forecast: actual peak {number(actual)} so far"
-                         + (f" (predicted {number(ev.peak)}, upper {number(ev.upper)})" if ev.peak is not None else ""))
+                         + (f" (predicted {number(ev.predicted_peak)}, upper {number(ev.upper_bound)})"
+                            if ev.predicted_peak is not None else ""))
     elif history_error:
         lines.append(f"  <{history_error}>")
     else:
@@ -317,7 +266,8 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
     except ImportError as err:  # plotting is an extra: the image and plain installs lack it
         raise PlotUnavailable("--plot needs matplotlib: pip install 'scalegate[plot]'") from err
 
-    ev = Evidence.of(proposal)
+    view = ExplainedProposal.of(proposal)
+    ev = view.evidence
     has_history = history is not None and len(history) > 0
     fig = Figure(figsize=(15, 5.8) if has_history else (12.5, 5.5), dpi=100)
     FigureCanvasAgg(fig)
@@ -341,13 +291,14 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
         if ax is None:
             continue
         shown = history if has_history else None
-        notes = _draw(ax, ev, pspec, shown, x0, x1, legend=legend)
+        notes = _draw(ax, view, pspec, shown, x0, x1, legend=legend)
     if overview is not None:
         overview.set_title(f"fitted window ({human_duration((forecast_at - history.times[0]).total_seconds())})",
                            fontsize=10)
         detail.set_title("forecast", fontsize=10)
-    fig.suptitle(f"{ev.namespace}/{ev.name}: {ev.target} {ev.current} \u2192 {ev.replicas} replicas", fontsize=13)
-    footer = [textwrap.shorten(ev.reason, 170)] if ev.reason else []
+    fig.suptitle(f"{view.namespace}/{view.name}: {view.target} {view.current} \u2192 {view.replicas} replicas",
+                 fontsize=13)
+    footer = [textwrap.shorten(view.reason, 170)] if view.reason else []
     if ev.query:
         footer.append(textwrap.shorten(f"query: {ev.query}", 170))
     footer += notes
@@ -358,9 +309,10 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
     fig.savefig(path, format="png")
 
 
-def _draw(ax, ev: Evidence, pspec: Mapping[str, Any], history: History | None,
+def _draw(ax, view: ExplainedProposal, pspec: Mapping[str, Any], history: History | None,
           x0: dt.datetime, x1: dt.datetime, *, legend: bool) -> list[str]:
     """One panel between x0 and x1; returns notes about what did not fit."""
+    ev = view.evidence
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     tops: list[float] = []
@@ -374,35 +326,35 @@ def _draw(ax, ev: Evidence, pspec: Mapping[str, Any], history: History | None,
         if ev.horizon_end is not None:
             ax.axvspan(ev.window_end, ev.horizon_end, color="tab:orange", alpha=0.15,
                        label=f"horizon ({human_duration(ev.horizon_seconds or 0)})")
-    if ev.peak is not None or ev.upper is not None:
+    if ev.predicted_peak is not None or ev.upper_bound is not None:
         moment = ev.peak_time or (x0 + (x1 - x0) / 2)
-        centre = ev.peak if ev.peak is not None else ev.upper
-        lower = ev.lower if ev.lower is not None else centre
-        upper = ev.upper if ev.upper is not None else centre
+        centre = ev.predicted_peak if ev.predicted_peak is not None else ev.upper_bound
+        lower = ev.lower_bound if ev.lower_bound is not None else centre
+        upper = ev.upper_bound if ev.upper_bound is not None else centre
         level = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
         ax.errorbar([moment], [centre], yerr=[[max(centre - lower, 0)], [max(upper - centre, 0)]], fmt="o",
                     color="tab:orange", ecolor="tab:orange", capsize=7, markersize=6, linewidth=2, zorder=5,
                     label=f"predicted peak {number(centre)} ({level}interval {number(lower)}..{number(upper)})")
         tops.append(upper)
-    if ev.capacity:
-        if ev.current is not None:
-            level = ev.current * ev.capacity
+    if ev.capacity_per_replica:
+        if view.current is not None:
+            level = view.current * ev.capacity_per_replica
             ax.axhline(level, color="tab:red", linestyle="--", linewidth=1.5,
-                       label=f"current capacity {ev.current} x {number(ev.capacity)} = {number(level)}")
+                       label=f"current capacity {view.current} x {number(ev.capacity_per_replica)} = {number(level)}")
             tops.append(level)
-        if ev.replicas is not None:
-            level = ev.replicas * ev.capacity
+        if view.replicas is not None:
+            level = view.replicas * ev.capacity_per_replica
             ax.axhline(level, color="tab:green", linewidth=2,
-                       label=f"proposed capacity {ev.replicas} x {number(ev.capacity)} = {number(level)}")
+                       label=f"proposed capacity {view.replicas} x {number(ev.capacity_per_replica)} = {number(level)}")
             tops.append(level)
     top = max(tops) * 1.15 if tops else 1.0
     notes = []
-    if ev.capacity:
+    if ev.capacity_per_replica:
         for key, label, style in (("minReplicas", "min", ":"), ("maxReplicas", "max", "-.")):
             bound = pspec.get(key)
             if not isinstance(bound, int) or isinstance(bound, bool):
                 continue
-            level = bound * ev.capacity
+            level = bound * ev.capacity_per_replica
             if level <= top * 1.5:
                 ax.axhline(level, color="0.4", linestyle=style, linewidth=1.2,
                            label=f"policy {label} {bound} replicas = {number(level)}")

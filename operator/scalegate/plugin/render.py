@@ -13,8 +13,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from ..model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, PROPOSAL_KIND,
-                     PROPOSAL_PLURAL, PROPOSED_BY, REJECTED, REJECTED_BY, InvalidObject, parse_time)
+from ..model import (GROUP, PROPOSAL_KIND, PROPOSAL_PLURAL, DecisionAnnotations, Evidence, InvalidObject, Policy,
+                     format_time, parse_time)
+from ..rules import MAX_REPLICAS, MAX_STEP_DOWN, MAX_STEP_UP, MIN_REPLICAS, Bounds
 
 NONE = "<none>"
 RESOURCE = f"{PROPOSAL_PLURAL}.{GROUP}"  # as kubectl names the resource in messages
@@ -93,6 +94,10 @@ def number(value: Any) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
 
 
+def _stamp(moment: dt.datetime | None) -> str:
+    return format_time(moment) if moment is not None else NONE
+
+
 def _meta(obj: Mapping) -> Mapping:
     return obj.get("metadata") or {}
 
@@ -114,18 +119,23 @@ def target_text(obj: Mapping) -> str:
     return f"{ref.get('kind', '?')}/{ref.get('name', '?')}"
 
 
+def decision_of(obj: Mapping) -> DecisionAnnotations:
+    """The decision annotations, read as the operator reads them."""
+    return DecisionAnnotations.parse(annotations(obj))
+
+
 def decided_by(obj: Mapping) -> tuple[str, str]:
     """('approved'|'rejected'|'', user): from status (the operator's verified record) first,
     else the annotations (already checked by the admission policy)."""
-    status, ann = _status(obj), annotations(obj)
+    status, decision = _status(obj), decision_of(obj)
     if status.get("approvedBy"):
         return "approved", status["approvedBy"]
     if status.get("rejectedBy"):
         return "rejected", status["rejectedBy"]
-    if ann.get(APPROVED) == "true":
-        return "approved", ann.get(APPROVED_BY, "")
-    if ann.get(REJECTED) == "true":
-        return "rejected", ann.get(REJECTED_BY, "")
+    if decision.approved:
+        return "approved", decision.approved_by
+    if decision.rejected:
+        return "rejected", decision.rejected_by
     return "", ""
 
 
@@ -141,7 +151,7 @@ def proposal_row(obj: Mapping, now: dt.datetime, wide: bool = False) -> list[Any
            status.get("phase"), user if verdict == "approved" else None, age(meta.get("creationTimestamp"), now)]
     if wide:
         row += [(spec.get("policyRef") or {}).get("name"), spec.get("validUntil"),
-                annotations(obj).get(PROPOSED_BY), status.get("reason")]
+                decision_of(obj).proposed_by, status.get("reason")]
     return row
 
 
@@ -170,30 +180,37 @@ def _field(label: str, value: Any, width: int = 14) -> str:
 
 def bounds_check(proposal: Mapping, policy_spec: Mapping) -> list[tuple[str, bool]]:
     """(line, holds) for each bound of the policy the proposal is judged against: the
-    same order of checks as the operator's step 3."""
+    operator's check 3 (`rules.Bounds`), in its order."""
     spec = _spec(proposal)
     replicas, current = spec.get("replicas"), spec.get("currentReplicas")
-    lo, hi = policy_spec.get("minReplicas"), policy_spec.get("maxReplicas")
-    checks: list[tuple[str, bool]] = []
-    if isinstance(replicas, int) and isinstance(lo, int) and isinstance(hi, int):
-        checks.append((f"{lo} <= {replicas} replicas <= {hi}", lo <= replicas <= hi))
-    if isinstance(replicas, int) and isinstance(current, int):
-        step = replicas - current
-        if step > 0 and isinstance(policy_spec.get("maxStepUp"), int):
-            limit = policy_spec["maxStepUp"]
-            checks.append((f"step +{step} <= maxStepUp {limit}", step <= limit))
-        if step < 0 and isinstance(policy_spec.get("maxStepDown"), int):
-            limit = policy_spec["maxStepDown"]
-            checks.append((f"step {step} within maxStepDown {limit}", -step <= limit))
-    return checks
+    if not isinstance(replicas, int) or isinstance(replicas, bool):
+        return []
+    if not isinstance(current, int) or isinstance(current, bool):
+        current = replicas  # no basis for a step: judge the range alone
+    checks = {check.limit: check for check in Bounds.of_spec(policy_spec).check(replicas, current)}
+    lines: list[tuple[str, bool]] = []
+    low, high = checks.get(MIN_REPLICAS), checks.get(MAX_REPLICAS)
+    if low and high:
+        lines.append((f"{low.value} <= {replicas} replicas <= {high.value}", low.holds and high.holds))
+    elif low:
+        lines.append((f"{low.value} <= {replicas} replicas", low.holds))
+    elif high:
+        lines.append((f"{replicas} replicas <= {high.value}", high.holds))
+    if MAX_STEP_UP in checks:
+        up = checks[MAX_STEP_UP]
+        lines.append((f"step +{up.step} <= maxStepUp {up.value}", up.holds))
+    if MAX_STEP_DOWN in checks:
+        down = checks[MAX_STEP_DOWN]
+        lines.append((f"step {down.step} within maxStepDown {down.value}", down.holds))
+    return lines
 
 
 def show(proposal: Mapping, now: dt.datetime, *, policy: Mapping | None = None, policy_error: str = "",
          events: Sequence[Mapping] | None = None, events_error: str = "",
          history: Sequence[Mapping] | None = None) -> str:
     """Everything an approver needs in one screen, in the order they judge it."""
-    meta, spec, status, ann = _meta(proposal), _spec(proposal), _status(proposal), annotations(proposal)
-    forecast = spec.get("forecast") or {}
+    meta, spec, status, said = _meta(proposal), _spec(proposal), _status(proposal), decision_of(proposal)
+    ev = Evidence.parse(spec.get("forecast"))
     ref = spec.get("targetRef") or {}
     current, replicas = spec.get("currentReplicas"), spec.get("replicas")
     change = f"{current} -> {replicas} replicas"
@@ -207,42 +224,40 @@ def show(proposal: Mapping, now: dt.datetime, *, policy: Mapping | None = None, 
         _field("Change", change),
         _field("Reason", spec.get("reason")),
         _field("Valid until", f"{spec.get('validUntil')} ({until(spec.get('validUntil'), now)})"),
-        _field("Proposed by", ann.get(PROPOSED_BY)),
+        _field("Proposed by", said.proposed_by),
         _field("Created", f"{meta.get('creationTimestamp')} ({age(meta.get('creationTimestamp'), now)} ago)"),
     ]
     verdict, user = decided_by(proposal)
     if verdict:
         decision = f"{verdict} by {user}"
-        if ann.get(DECISION_REASON):
-            decision += f": {ann[DECISION_REASON]}"
-        if ann.get(APPROVAL_REF):
-            decision += f" (ref {ann[APPROVAL_REF]})"
+        if said.reason:
+            decision += f": {said.reason}"
+        if said.approval_ref:
+            decision += f" (ref {said.approval_ref})"
     else:
         decision = "none yet: kubectl scalegate approve|reject " + str(meta.get("name"))
     lines.append(_field("Decision", decision))
 
     lines.append("Forecast:")
-    window = forecast.get("window") or {}
     interval = NONE
-    if forecast.get("lowerBound") is not None or forecast.get("upperBound") is not None:
-        interval = f"{number(forecast.get('lowerBound'))} - {number(forecast.get('upperBound'))}"
-        if forecast.get("confidence") is not None:
-            interval += f" ({forecast['confidence']:.0%} interval)"
-    backtest = forecast.get("backtestError") or {}
+    if ev.lower_bound is not None or ev.upper_bound is not None:
+        interval = f"{number(ev.lower_bound)} - {number(ev.upper_bound)}"
+        if ev.confidence is not None:
+            interval += f" ({ev.confidence:.0%} interval)"
+    has_window = ev.window_start or ev.window_end or ev.points is not None
+    has_backtest = ev.backtest_metric is not None or ev.backtest_value is not None
     rows = [
-        ("Model", forecast.get("model")),
-        ("Query", forecast.get("query")),
-        ("Window", f"{window.get('start')} .. {window.get('end')} ({window.get('points', '?')} points)"
-         if window else None),
-        ("Horizon", human_duration(forecast["horizonSeconds"]) if isinstance(forecast.get("horizonSeconds"), int)
-         else None),
-        ("Peak", f"{number(forecast.get('predictedPeak'))}"
-         + (f" at {forecast['peakTime']}" if forecast.get("peakTime") else "")
-         if forecast.get("predictedPeak") is not None else None),
+        ("Model", ev.model),
+        ("Query", ev.query),
+        ("Window", f"{_stamp(ev.window_start)} .. {_stamp(ev.window_end)} "
+                   f"({ev.points if ev.points is not None else '?'} points)" if has_window else None),
+        ("Horizon", human_duration(ev.horizon_seconds) if ev.horizon_seconds is not None else None),
+        ("Peak", f"{number(ev.predicted_peak)}" + (f" at {_stamp(ev.peak_time)}" if ev.peak_time else "")
+         if ev.predicted_peak is not None else None),
         ("Interval", interval),
-        ("Per replica", number(forecast.get("capacityPerReplica")) if forecast.get("capacityPerReplica") else None),
-        ("Backtest", f"{backtest.get('metric', 'error')} {number(backtest.get('value'))}" if backtest else None),
-        ("Coverage", f"{forecast['coverage']:.0%}" if isinstance(forecast.get("coverage"), (int, float)) else None),
+        ("Per replica", number(ev.capacity_per_replica) if ev.capacity_per_replica else None),
+        ("Backtest", f"{ev.backtest_metric or 'error'} {number(ev.backtest_value)}" if has_backtest else None),
+        ("Coverage", f"{ev.coverage:.0%}" if ev.coverage is not None else None),
     ]
     lines += ["  " + _field(label, value, 13) for label, value in rows]
 
@@ -254,7 +269,7 @@ def show(proposal: Mapping, now: dt.datetime, *, policy: Mapping | None = None, 
         lines += [
             "  " + _field("Replicas", f"{pspec.get('minReplicas')} - {pspec.get('maxReplicas')}", 13),
             "  " + _field("Max step", steps, 13),
-            "  " + _field("Cooldown", human_duration(pspec.get("cooldownSeconds", 0) or 0), 13),
+            "  " + _field("Cooldown", human_duration(pspec.get("cooldownSeconds", Policy.cooldown_seconds) or 0), 13),
             "  " + _field("Suspended", "yes" if pspec.get("suspend") else "no", 13),
         ]
         ptarget = pspec.get("targetRef") or {}

@@ -7,7 +7,7 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException
 
 from scalegate.forecast.prometheus import MAX_POINTS_PER_REQUEST, PrometheusSettings, PrometheusSource, connect
-from scalegate.forecast.series import ForecastError
+from scalegate.forecast.series import MAX_INTERPOLATED_GAP_STEPS, ForecastError
 
 pytestmark = pytest.mark.unit
 
@@ -128,6 +128,21 @@ def test_samples_stopping_before_the_end_are_metrics_unavailable(client):
         fetch(source(client))
     assert err.value.reason == "MetricsUnavailable"
     assert "no samples since" in err.value.message
+
+
+@pytest.mark.parametrize("missing, stale", [(MAX_INTERPOLATED_GAP_STEPS + 1, False),
+                                            (MAX_INTERPOLATED_GAP_STEPS + 2, True)])
+def test_staleness_is_the_series_rule(client, missing, stale):
+    """The same boundary as `forecast_series` (series.check_fresh): the newest sample at
+    most an interpolated gap and one step before the end."""
+    result = matrix(np.ones(LOOKBACK // STEP + 1))
+    del result[0]["values"][-missing:]
+    client.custom_query_range.return_value = result
+    if stale:
+        with pytest.raises(ForecastError, match="MetricsUnavailable"):
+            fetch(source(client))
+    else:
+        assert len(fetch(source(client))) == LOOKBACK // STEP + 1 - missing
 
 
 def test_timeout_is_metrics_unavailable(client):

@@ -5,6 +5,7 @@ import pytest
 from scalegate.forecast.series import (
     MAX_INTERPOLATED_GAP_STEPS,
     ForecastError,
+    check_fresh,
     infer_step_seconds,
     load_csv,
     regularize,
@@ -155,3 +156,13 @@ def test_timezone_aware_input_is_converted_to_utc():
     regular = regularize(series)
     assert str(regular.values.index.tz) == "UTC"
     assert regular.values.index[0] == series.index[0]
+
+
+def test_a_series_is_stale_once_its_newest_sample_is_older_than_an_interpolated_gap_and_a_step():
+    newest = pd.Timestamp("2024-01-01 12:00", tz="UTC")
+    limit = pd.Timedelta(seconds=(MAX_INTERPOLATED_GAP_STEPS + 1) * STEP)
+    check_fresh(newest, newest + limit, STEP)  # the longest gap that is interpolated, and the next step: fresh
+    with pytest.raises(ForecastError) as err:
+        check_fresh(newest, newest + limit + pd.Timedelta(seconds=1), STEP)
+    assert err.value.reason == "MetricsUnavailable"
+    assert "no samples since 2024-01-01T12:00:00+00:00" in err.value.message

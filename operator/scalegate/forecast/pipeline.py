@@ -33,7 +33,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import calibrate as cal
 from .models import ErrorCorrected, Estimator, FittedModel, HoltWinters, MSTLHolt, SeasonalNaive
 from .resample import bin_means, choose_resolution, season_length
-from .series import DAY_SECONDS, MAX_INTERPOLATED_GAP_STEPS, ForecastError, RegularSeries, regularize
+from .accuracy import mase, seasonal_naive_mae
+from .series import DAY_SECONDS, ForecastError, RegularSeries, check_fresh, regularize
 
 #: Models tried unless the caller names others (each as it is and with its error correction).
 DEFAULT_MODELS = ("seasonal-naive", "holt-winters", "holt")
@@ -82,7 +83,7 @@ class Forecast:
     backtest_error : float
         MASE of the chosen model's forecasts of every native sample over the
         horizon, across its backtest origins, scaled by the in-sample MAE of a
-        one-day seasonal naive forecast (0 when both are 0).
+        one-day seasonal naive forecast (:mod:`.accuracy`).
     coverage : float
         Out-of-sample coverage of the calibrated upper bound over the recent
         backtest (nan when too few origins could be evaluated): ``pointwise``,
@@ -129,29 +130,6 @@ class Forecast:
     candidates: tuple[tuple[str, float], ...] = ()
     path: tuple[float, ...] = ()
     upper_band: tuple[float, ...] = ()
-
-    def to_spec(self, query: str, capacity_per_replica: float) -> dict:
-        """The ``ScalingProposal.spec.forecast`` object of the contract."""
-        return {
-            "model": self.model,
-            "query": query,
-            "window": {
-                "start": _rfc3339(self.window_start),
-                "end": _rfc3339(self.window_end),
-                "points": self.points,
-            },
-            "horizonSeconds": self.horizon_seconds,
-            "predictedPeak": round(self.predicted_peak, 6),
-            "upperBound": round(self.upper_bound, 6),
-            "lowerBound": round(self.lower_bound, 6),
-            "confidence": self.confidence,
-            "capacityPerReplica": capacity_per_replica,
-            "backtestError": {"metric": self.backtest_metric, "value": round(self.backtest_error, 4)},
-        }
-
-
-def _rfc3339(stamp: pd.Timestamp) -> str:
-    return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -270,12 +248,7 @@ def _input_before(series: pd.Series, now) -> RegularSeries:
     if len(series) and series.index.tz is None:
         series = series.tz_localize("UTC")
     regular = regularize(series[series.index < now])
-    last = regular.values.index[-1]
-    stale = (now - last).total_seconds() - regular.step_seconds
-    if stale > MAX_INTERPOLATED_GAP_STEPS * regular.step_seconds:
-        raise ForecastError(
-            "MetricsUnavailable", f"the newest sample is from {last.isoformat()}, {stale / 60:.0f} min before now"
-        )
+    check_fresh(regular.values.index[-1], now, regular.step_seconds)
     return regular
 
 
@@ -386,12 +359,7 @@ def _selection_losses(candidates: dict[str, _Candidate], level: float) -> dict[s
 
 
 def _mase(chosen: _Candidate, layout: _Layout, step: int) -> float:
-    """MASE over the horizon's native samples; scale: in-sample one-day seasonal naive MAE."""
-    errors = np.abs(layout.native_windows(chosen.origins) - layout.per_point(chosen.predicted))
-    values = layout.values
-    lag = max(1, int(round(DAY_SECONDS / step)))
-    scale = float(np.mean(np.abs(values[lag:] - values[:-lag]))) if len(values) > lag else 0.0
-    mae = float(np.mean(errors))
-    if scale == 0:
-        return 0.0 if mae == 0 else float("inf")
-    return mae / scale
+    """MASE of the chosen model's forecasts of the horizon's native samples, from every
+    backtest origin, scaled by the whole input's seasonal naive error."""
+    errors = layout.native_windows(chosen.origins) - layout.per_point(chosen.predicted)
+    return mase(errors, seasonal_naive_mae(layout.values, step))

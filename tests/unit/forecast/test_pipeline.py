@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from scalegate.forecast import Forecast, ForecastError, forecast_series, load_csv
-from scalegate.forecast.plan import ALL_MODELS, DEFAULT_MODELS
+from scalegate.forecast.pipeline import ALL_MODELS, DEFAULT_MODELS
+from scalegate.forecast.series import MAX_INTERPOLATED_GAP_STEPS
 
 from harness import load_dir
 
@@ -150,6 +151,19 @@ def test_stale_data_is_metrics_unavailable():
     assert err.value.reason == "MetricsUnavailable"
 
 
+@pytest.mark.parametrize("late, stale", [(0, False), (1, True)])
+def test_staleness_is_the_series_rule(late, stale):
+    """The same boundary as the Prometheus source (series.check_fresh): the newest sample
+    at most an interpolated gap and one step before now."""
+    series = synthetic(days=4)
+    now = series.index[-1] + pd.Timedelta(seconds=(MAX_INTERPOLATED_GAP_STEPS + 1) * 300 + late)
+    if stale:
+        with pytest.raises(ForecastError, match="MetricsUnavailable"):
+            forecast_series(series, HOUR, 0.95, now=now)
+    else:
+        forecast_series(series, HOUR, 0.95, now=now)
+
+
 def test_short_history_is_insufficient():
     with pytest.raises(ForecastError) as err:
         forecast_series(synthetic(days=1.5), HOUR, 0.95)
@@ -203,18 +217,6 @@ def test_models_can_be_narrowed_and_are_checked():
     }
     with pytest.raises(ValueError):
         forecast_series(synthetic(days=3), HOUR, 0.95, models=("prophet",))
-
-
-def test_to_spec_is_the_contract_shape():
-    forecast = forecast_series(synthetic(days=3), HOUR, 0.95)
-    spec = forecast.to_spec("sum(rate(x[5m]))", 50)
-    assert set(spec) == {
-        "model", "query", "window", "horizonSeconds", "predictedPeak", "upperBound", "lowerBound",
-        "confidence", "capacityPerReplica", "backtestError",
-    }
-    assert spec["window"]["points"] == 3 * 288
-    assert spec["window"]["end"].endswith("Z")
-    assert spec["backtestError"]["metric"] == "MASE"
 
 
 def test_fourteen_days_of_five_minute_data_is_fast():
