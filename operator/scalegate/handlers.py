@@ -15,10 +15,9 @@ import logging
 from dataclasses import dataclass, field
 
 import kopf
-import kubernetes
 
 from . import metrics
-from .kube import Kube, api_client
+from .kube import Kube, api_client, load_config
 from .model import (GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject,
                     Phase, TargetRef, parse_time)
 from .reconciler import Reconciler
@@ -81,8 +80,7 @@ def login(memo: kopf.Memo, logger, **kwargs) -> kopf.ConnectionInfo | None:
     settings: OperatorSettings = getattr(memo, "settings", None) or resolve(OperatorSettings)
     if not settings.kubeconfig:
         return kopf.login_via_client(memo=memo, logger=logger, **kwargs)
-    config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=settings.kubeconfig, client_configuration=config)
+    config, _ = load_config(settings.kubeconfig)
     keys = config.api_key or {}
     # The client has stored it under either name across versions, with or without "Bearer ".
     token = keys.get("BearerToken") or keys.get("authorization") or ""

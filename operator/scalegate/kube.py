@@ -1,41 +1,210 @@
-"""The only module of the operator that talks to the API server.
+"""The only module that talks to the API server: for the operator, the forecaster and
+the kubectl plugin alike.
 
-Small, synchronous methods over the official client, each turning HTTP outcomes into
-the few exceptions the reconciler reasons about. Called from worker threads.
+Credentials are loaded as kubectl loads them (`load_config`). Each call is a small
+synchronous method answered as plain JSON, and every failure is one of a few exceptions,
+all `KubeError`, that keep what the server said (HTTP status, its Status reason and
+message, verbatim), so the reconciler can reason about them and a person can read them.
+Called from worker threads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import kubernetes
 import urllib3
+import yaml
 from kubernetes.client.exceptions import ApiException
 
-from .model import GROUP, PROPOSAL_PLURAL, POLICY_LABEL, POLICY_PLURAL, VERSION, TargetRef, format_time, parse_time
+from .model import (GROUP, POLICY_LABEL, POLICY_PLURAL, PROPOSAL_KIND, PROPOSAL_PLURAL, VERSION, TargetRef,
+                    format_time, parse_time)
 
-REQUEST_TIMEOUT = (5, 20)  # connect, read (seconds)
+REQUEST_TIMEOUT = (5, 20)  # connect, read (seconds): an unreachable cluster fails fast
 MERGE_PATCH = "application/merge-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+DEFAULT_KUBECONFIG = Path("~/.kube/config")
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
-    """A client from `kubeconfig`, else in-cluster config, else the default kubeconfig."""
+# -- errors: the one vocabulary ----------------------------------------------------------
+class KubeError(Exception):
+    """A request to the API server failed (or its credentials could not be loaded).
+
+    The subclasses say how. `status` is the HTTP status (None when no answer came),
+    `reason` and `message` the server's own Status reason and message, verbatim, when it
+    sent one; `str()` is "<what was being done>: <message>"."""
+
+    def __init__(self, what: str, message: str = "", status: int | None = None, reason: str = ""):
+        super().__init__(f"{what}: {message}" if message else what)
+        self.what = what
+        self.message = message or what
+        self.status = status
+        self.reason = reason or type(self).__name__
+
+    @property
+    def kind(self) -> str:
+        """The kind of failure, for metrics and logs: the class name (NotFound, ...)."""
+        return type(self).__name__
+
+
+class Unavailable(KubeError):
+    """The API server could not answer now (unreachable, timed out, throttled, 5xx): try
+    again later."""
+
+
+class Unauthorized(KubeError):
+    """The API server did not accept the credentials (HTTP 401: expired token, unknown
+    certificate)."""
+
+
+class Forbidden(KubeError):
+    """Refused by RBAC or an admission policy (HTTP 403)."""
+
+
+class NotFound(KubeError):
+    """No such object, or no such kind served (HTTP 404)."""
+
+
+class Conflict(KubeError):
+    """The object changed since it was read (a resourceVersion or uid precondition
+    failed), or one of that name already exists (HTTP 409)."""
+
+
+class Invalid(KubeError, ValueError):
+    """The API server refused the request's content (HTTP 400 or 422)."""
+
+
+class NoScaleSubresource(KubeError):
+    """The target's kind is served but has no scale subresource to scale it through."""
+
+
+class ConfigError(KubeError):
+    """No usable credentials: no kubeconfig, an unreadable one, or no such context."""
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {400: Invalid, 401: Unauthorized, 403: Forbidden, 404: NotFound,
+                                          409: Conflict, 422: Invalid, 429: Unavailable}
+
+
+def error_from_response(err: ApiException, what: str) -> KubeError:
+    """The server's answer as one of the errors above, its Status kept verbatim (the
+    HTTP reason phrase and body when the body is not a Status)."""
+    status = err.status or 0
+    reason, message = err.reason or "", ""
+    body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else err.body
+    try:
+        parsed = json.loads(body or "")
+        if isinstance(parsed, dict):
+            reason = parsed.get("reason") or reason
+            message = parsed.get("message") or ""
+    except (TypeError, ValueError):
+        message = body.strip() if isinstance(body, str) else ""
+    message = (message or f"HTTP {status} {err.reason or ''}".strip()).replace("\n", " ")
+    cls = _BY_STATUS.get(status) or (Unavailable if status >= 500 else KubeError)
+    return cls(what, message, status=status, reason=reason or cls.__name__)
+
+
+def _unreachable(err: Exception, what: str, server: str) -> Unavailable:
+    """A request that got no answer, in a few words ("connection refused", not urllib3's
+    paragraph)."""
+    cause = err
+    if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+        cause = err.reason
+    text = str(cause)
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        text = "connection refused" if "refused" in text.lower() else text.split(": ", 1)[-1]
+    elif isinstance(cause, ApiException):  # the client reports TLS failures as status 0
+        text = str(cause.reason or cause)
+    return Unavailable(what, f"cannot reach the Kubernetes API server at {server}: {text}")
+
+
+# -- credentials -------------------------------------------------------------------------
+def kubeconfig_paths(explicit: str | None) -> str:
+    """The kubeconfig files to read, as kubectl picks them: --kubeconfig, else $KUBECONFIG
+    (a list joined with the path separator, merged), else ~/.kube/config."""
+    if explicit:
+        return explicit
+    env = os.environ.get("KUBECONFIG", "")
+    if env.strip(os.pathsep):
+        return env
+    return str(DEFAULT_KUBECONFIG.expanduser())
+
+
+def _existing(paths: str) -> list[str]:
+    return [p for p in paths.split(os.pathsep) if p and Path(p).expanduser().is_file()]
+
+
+def current_context(paths: str) -> str | None:
+    """kubectl's rule for a list of kubeconfigs: the first file that sets current-context
+    wins (the Python client's merger would let the last one win)."""
+    for path in _existing(paths):
+        try:
+            config = yaml.safe_load(Path(path).expanduser().read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read kubeconfig {path}: {err}") from err
+        if isinstance(config, dict) and config.get("current-context"):
+            return str(config["current-context"])
+    return None
+
+
+def context_namespace(paths: str, context: str | None) -> str:
+    """The namespace of `context` (default: the current context), else "default"."""
+    contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=paths)
+    name = context or current_context(paths)
+    chosen = next((c for c in contexts if c.get("name") == name), None)
+    if chosen is None:
+        if context:
+            raise ConfigError(f'context "{context}" does not exist')
+        raise ConfigError("no current context is set in the kubeconfig: use --context")
+    return (chosen.get("context") or {}).get("namespace") or "default"
+
+
+def load_config(kubeconfig: str | None = None,
+                context: str | None = None) -> tuple[kubernetes.client.Configuration, str]:
+    """(client configuration, default namespace), found as kubectl finds them: the
+    `kubeconfig` given (which must exist), else $KUBECONFIG's files, else ~/.kube/config;
+    with none of them, inside a Pod, its ServiceAccount. The namespace is the context's,
+    in a Pod its own, else "default"."""
+    paths = kubeconfig_paths(kubeconfig)
     config = kubernetes.client.Configuration()
-    if kubeconfig:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
-    else:
+    if kubeconfig and not _existing(paths):
+        raise ConfigError(f"stat {kubeconfig}: no such file or directory")
+    if not _existing(paths) and os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
         try:
             kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)
+        except kubernetes.config.ConfigException as err:
+            raise ConfigError(f"in-cluster credentials: {err}") from err
+        namespace = IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.is_file() else "default"
+        return config, namespace
+    if not _existing(paths):
+        raise ConfigError(f"no kubeconfig found (looked at {paths}): set KUBECONFIG or use --kubeconfig")
+    try:
+        namespace = context_namespace(paths, context)  # first: says plainly if the context is missing
+        kubernetes.config.load_kube_config(config_file=paths, context=context or current_context(paths),
+                                           client_configuration=config, persist_config=False)
+    except kubernetes.config.ConfigException as err:
+        raise ConfigError(f"invalid kubeconfig {paths}: {err}") from err
+    return config, namespace
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.ApiClient:
+    """A client for a component (operator, forecaster) with the credentials `load_config` finds."""
+    return _client(load_config(kubeconfig, context)[0])
+
+
+def _client(config: kubernetes.client.Configuration, retries: int | None = None) -> kubernetes.client.ApiClient:
     config.connection_pool_maxsize = 64
+    if retries is not None:
+        config.retries = retries
     _throttle_credential_refresh(config)
     return kubernetes.client.ApiClient(config)
 
@@ -61,24 +230,21 @@ def _throttle_credential_refresh(config: kubernetes.client.Configuration, every_
     config.refresh_api_key_hook = throttled
 
 
-class KubeError(Exception):
-    """The API server could not answer now (unreachable, 5xx, timeout): try again later."""
+@dataclass(frozen=True)
+class Connection:
+    """A person's connection, as kubectl makes it: the client, and the namespace commands
+    default to (the context's)."""
+
+    kube: "Kube"
+    namespace: str
 
 
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    """The object changed since it was read (resourceVersion precondition failed)."""
-
-
-class Forbidden(Exception):
-    pass
-
-
-class NoScaleSubresource(Exception):
-    pass
+def connect(kubeconfig: str | None = None, context: str | None = None,
+            component: str = "kubectl-scalegate") -> Connection:
+    """Connect for a person, as kubectl does with --kubeconfig and --context: a refused
+    connection is answered at once (no retries), since someone waits for it."""
+    config, namespace = load_config(kubeconfig, context)
+    return Connection(kube=Kube(_client(config, retries=0), component=component), namespace=namespace)
 
 
 @dataclass(frozen=True)
@@ -94,31 +260,20 @@ class Scale:
                    resource_version=meta.get("resourceVersion", ""), uid=meta.get("uid", ""))
 
 
-def _translate(err: ApiException, what: str) -> Exception:
-    if err.status == 404:
-        return NotFound(what)
-    if err.status == 409:
-        return Conflict(what)
-    if err.status == 403:
-        return Forbidden(f"{what}: {_message(err)}")
-    if err.status == 422:
-        return ValueError(f"{what}: {_message(err)}")
-    return KubeError(f"{what}: HTTP {err.status} {_message(err)}")
-
-
-def _message(err: ApiException) -> str:
-    try:
-        return json.loads(err.body).get("message", err.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(err.reason)
-
-
 class Kube:
+    """The calls scalegate makes, for every component. Tests of the callers replace this
+    class (or its methods), not HTTP."""
+
     def __init__(self, api_client: kubernetes.client.ApiClient, component: str = "scalegate-operator"):
         self.api = api_client
         self.component = component
         self._resources: dict[str, dict[str, dict]] = {}
         self._resources_lock = threading.Lock()
+
+    @property
+    def server(self) -> str:
+        """The API server's URL."""
+        return str(self.api.configuration.host)
 
     # -- plumbing ----------------------------------------------------------------------
     def _raw(self, what: str, method: str, path: str, body: Any = None,
@@ -137,9 +292,11 @@ class Kube:
             if not 200 <= response.status <= 299:
                 raise ApiException(status=response.status, reason=response.reason, body=data)
         except ApiException as err:
-            raise _translate(err, what) from err
+            if not err.status:  # no answer: the client reports TLS failures so
+                raise _unreachable(err, what, self.server) from err
+            raise error_from_response(err, what) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise KubeError(f"{what}: {err}") from err
+            raise _unreachable(err, what, self.server) from err
         return json.loads(data) if data else {}
 
     @staticmethod
@@ -155,12 +312,18 @@ class Kube:
         return path
 
     # -- proposals and policies --------------------------------------------------------
-    def get_proposal(self, namespace: str, name: str) -> dict | None:
+    def get_proposal(self, namespace: str, name: str, missing_ok: bool = True) -> dict | None:
+        """The proposal; None if there is none, or with `missing_ok=False` the server's NotFound."""
+        return self._get(f"get proposal {namespace}/{name}", self._custom_path(namespace, PROPOSAL_PLURAL, name),
+                         missing_ok)
+
+    def _get(self, what: str, path: str, missing_ok: bool) -> dict | None:
         try:
-            return self._raw(f"get proposal {namespace}/{name}", "GET",
-                             self._custom_path(namespace, PROPOSAL_PLURAL, name))
+            return self._raw(what, "GET", path)
         except NotFound:
-            return None
+            if missing_ok:
+                return None
+            raise
 
     def list_policy_proposals(self, namespace: str, policy: str,
                               not_older_than: str | None = None) -> list[tuple[str, dt.datetime | None]]:
@@ -177,17 +340,20 @@ class Kube:
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
                 for item in result.get("items", [])]
 
-    def iter_proposals(self, namespace: str | None = None, page_size: int = 500) -> Iterator[dict]:
-        """Every proposal, fetched a page at a time so a sweep over thousands of old ones
-        never holds them all in memory at once."""
-        query = [("limit", str(page_size))]
+    def iter_proposals(self, namespace: str | None = None, page_size: int = 500,
+                       selector: str | None = None) -> Iterator[dict]:
+        """Every proposal (in `namespace`, else in all; with a label `selector`, only those),
+        fetched a page at a time so a sweep over thousands of old ones never holds them all
+        in memory at once."""
+        first = [("limit", str(page_size))] + ([("labelSelector", selector)] if selector else [])
+        query = first
         while True:
             result = self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL), query=query)
             yield from result.get("items", [])
             token = (result.get("metadata") or {}).get("continue")
             if not token:
                 return
-            query = [("limit", str(page_size)), ("continue", token)]
+            query = first + [("continue", token)]
 
     def delete_proposal(self, namespace: str, name: str, uid: str) -> None:
         try:
@@ -200,11 +366,17 @@ class Kube:
         self._raw(f"label proposal {namespace}/{name}", "PATCH", self._custom_path(namespace, PROPOSAL_PLURAL, name),
                   {"metadata": {"labels": labels}}, content_type=MERGE_PATCH)
 
-    def get_policy(self, namespace: str, name: str) -> dict | None:
-        try:
-            return self._raw(f"get policy {namespace}/{name}", "GET", self._custom_path(namespace, POLICY_PLURAL, name))
-        except NotFound:
-            return None
+    def annotate_proposal(self, namespace: str, name: str, annotations: dict[str, str]) -> dict:
+        """One JSON merge patch: every annotation lands in the same request, or none does
+        (the admission policy wants a decision and its author together)."""
+        return self._raw(f"annotate proposal {namespace}/{name}", "PATCH",
+                         self._custom_path(namespace, PROPOSAL_PLURAL, name),
+                         {"metadata": {"annotations": annotations}}, content_type=MERGE_PATCH)
+
+    def get_policy(self, namespace: str, name: str, missing_ok: bool = True) -> dict | None:
+        """The policy; None if there is none, or with `missing_ok=False` the server's NotFound."""
+        return self._get(f"get policy {namespace}/{name}", self._custom_path(namespace, POLICY_PLURAL, name),
+                         missing_ok)
 
     def list_policies(self, namespace: str | None = None) -> list[dict]:
         return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL)).get("items", [])
@@ -216,11 +388,16 @@ class Kube:
                          self._custom_path(namespace, PROPOSAL_PLURAL), body)
 
     def whoami(self) -> str:
-        """This client's user name, as the API server authenticated it (SelfSubjectReview)."""
-        review = self._raw("review own identity", "POST",
-                           "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        """This client's user name, as the API server authenticated it (a SelfSubjectReview,
+        as `kubectl auth whoami` asks): what the admission policy compares approved-by and
+        proposed-by with."""
+        what = "review own identity"
+        review = self._raw(what, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-        return review["status"]["userInfo"]["username"]
+        user = ((review.get("status") or {}).get("userInfo") or {}).get("username")
+        if not user:
+            raise KubeError(what, "the API server did not say who you are (SelfSubjectReview gave no user name)")
+        return str(user)
 
     def patch_proposal_status(self, namespace: str, name: str, status: dict,
                               resource_version: str | None = None) -> dict:
@@ -331,6 +508,12 @@ class Kube:
         return bool((result.get("status") or {}).get("allowed"))
 
     # -- events ------------------------------------------------------------------------
+    def events_about(self, namespace: str, uid: str, kind: str = PROPOSAL_KIND) -> list[dict]:
+        """The Events about one object (by uid)."""
+        result = self._raw(f"list events of {kind} {uid}", "GET", f"/api/v1/namespaces/{namespace}/events",
+                           query=[("fieldSelector", f"involvedObject.uid={uid},involvedObject.kind={kind}")])
+        return list(result.get("items") or [])
+
     def emit_event(self, involved: dict, event_type: str, reason: str, message: str) -> None:
         """A Kubernetes Event on `involved` ({apiVersion, kind, name, namespace, uid})."""
         now = dt.datetime.now(dt.timezone.utc)

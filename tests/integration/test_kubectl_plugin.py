@@ -8,10 +8,13 @@ import datetime as dt
 import json
 import math
 import os
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,13 +22,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import Cluster, wait_for
+from harness import Cluster, load_dir, wait_for
+from prometheus_harness import PrometheusHarness, binaries_available
 from scalegate.dev import write_kubeconfig
-from scalegate.dev.pki import issue_client_cert
+from scalegate.dev.pki import create_pki, issue_client_cert
+from scalegate.forecast import load_csv
+from scalegate.plugin.render import number
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, POLICY_PLURAL,
                              PROPOSAL_PLURAL, PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
 
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
+OPERATOR = "system:serviceaccount:scalegate:operator"
 POLICY = "scalegate-approval"
 QUERY = 'sum(rate(http_requests_total{namespace="shop",app="web"}[5m]))'
 
@@ -250,10 +257,12 @@ def test_list_namespaces_and_flags(cluster: Cluster, plugin: Plugin, shop: dict)
 def test_show_gives_the_evidence(cluster: Cluster, plugin: Plugin, shop: dict):
     ns = shop["ns"]
     body = cluster.custom().get_namespaced_custom_object(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1")
-    cluster.custom().patch_namespaced_custom_object_status(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1", {"status": {
-        "phase": "Pending", "reason": "AwaitingApproval", "message": "waiting for a decision",
-        "conditions": [{"type": "Approved", "status": "False", "reason": "AwaitingApproval",
-                        "message": "no decision yet", "lastTransitionTime": body["metadata"]["creationTimestamp"]}]}},
+    # Status is the operator's record: only its ServiceAccount may write it.
+    cluster.custom(OPERATOR).patch_namespaced_custom_object_status(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1", {
+        "status": {"phase": "Pending", "reason": "AwaitingApproval", "message": "waiting for a decision",
+                   "conditions": [{"type": "Approved", "status": "False", "reason": "AwaitingApproval",
+                                   "message": "no decision yet",
+                                   "lastTransitionTime": body["metadata"]["creationTimestamp"]}]}},
         _content_type="application/merge-patch+json")
     cluster.core().create_namespaced_event(ns, {
         "metadata": {"name": f"web-1.{uuid.uuid4().hex[:8]}"},
@@ -400,5 +409,103 @@ def test_explain_reads_the_proposals_query_over_its_window_from_prometheus(clust
 def test_explain_goes_on_without_history_when_prometheus_is_down(plugin: Plugin, shop: dict):
     run = plugin("explain", "web-1", "--prometheus-url", "http://127.0.0.1:9", kubeconfig=shop["bob"])
     assert run.returncode == 0
-    assert run.stderr.startswith("warning: no load history: cannot read Prometheus at http://127.0.0.1:9:")
+    assert run.stderr.startswith("warning: no load history: Prometheus at http://127.0.0.1:9 is unreachable:")
     assert "410 (upper bound) / 50 per replica -> 9 replicas needed" in run.stdout
+
+
+class BearerTokenProxy:
+    """A Prometheus that wants a bearer token, over TLS with its own CA: a reverse proxy on
+    127.0.0.1 in front of a real Prometheus (whose own --web.config.file knows basic auth
+    and TLS, not bearer tokens). Answers 401 without the token; records what it was asked."""
+
+    def __init__(self, upstream: str, token: str, directory: Path):
+        pki = create_pki(directory)
+        self.ca = pki.ca_cert
+        self.asked: list[tuple[str, bool]] = []  # (path, authorized)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                authorized = self.headers.get("Authorization") == f"Bearer {token}"
+                outer.asked.append((self.path, authorized))
+                if not authorized:
+                    status, body = 401, b'{"status":"error","errorType":"unauthorized","error":"bearer token"}'
+                else:
+                    try:
+                        with urllib.request.urlopen(upstream + self.path, timeout=30) as answer:
+                            status, body = answer.status, answer.read()
+                    except urllib.error.HTTPError as err:
+                        status, body = err.code, err.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.serving_cert, pki.serving_key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "BearerTokenProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(not binaries_available(), reason="needs prometheus and promtool (apt-get install prometheus)")
+def test_explain_reads_the_history_from_a_prometheus_that_wants_a_bearer_token(cluster: Cluster, plugin: Plugin,
+                                                                              shop: dict, tmp_path: Path):
+    """With the forecaster's flags, explain reaches a Prometheus behind a token and a
+    private CA, and reads exactly the recorded load; without the token or the CA it says
+    why and explains without the history."""
+    recording = load_csv(load_dir() / "nasa_http_jul95_5min.csv").iloc[: 3 * 288]
+    with PrometheusHarness(recording) as prometheus, \
+            BearerTokenProxy(prometheus.url, "s3cr3t", tmp_path / "pki") as proxy:
+        stored = prometheus.shifted
+        end = stored.index[-13].to_pydatetime()  # an hour before the newest sample
+        start = end - dt.timedelta(days=2)
+        body = proposal("recorded", window_end=end)
+        body["spec"]["forecast"].update(query=prometheus.query, window={
+            "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "points": 577})
+        cluster.custom(FORECASTER).create_namespaced_custom_object(GROUP, VERSION, shop["ns"], PROPOSAL_PLURAL, body)
+        token = tmp_path / "token"
+        token.write_text("s3cr3t\n")
+
+        run = plugin("explain", "recorded", "--prometheus-url", proxy.url, "--prometheus-token-file", str(token),
+                     "--prometheus-ca-file", str(proxy.ca), "--prometheus-timeout", "20", kubeconfig=shop["alice"])
+        assert run.returncode == 0 and run.stderr == "", run.stderr
+        window = stored[(stored.index >= start) & (stored.index <= end)]
+        assert len(window) == 577
+        assert (f"577 samples: last {number(window.iloc[-1])}, max {number(window.max())}" in run.stdout), run.stdout
+        assert f"since the forecast: actual peak {number(stored[stored.index > end].max())}" in run.stdout
+        assert proxy.asked and all(authorized for _, authorized in proxy.asked)
+        assert "timeout=20" in proxy.asked[0][0]
+
+        no_token = plugin("explain", "recorded", "--prometheus-url", proxy.url, "--prometheus-ca-file",
+                          str(proxy.ca), kubeconfig=shop["alice"])
+        assert no_token.returncode == 0
+        assert no_token.stderr.startswith(f"warning: no load history: Prometheus at {proxy.url} refused access "
+                                          "(HTTP 401)"), no_token.stderr
+        assert "<not read" not in no_token.stdout and "refused access (HTTP 401)" in no_token.stdout
+
+        no_ca = plugin("explain", "recorded", "--prometheus-url", proxy.url, "--prometheus-token-file", str(token),
+                       kubeconfig=shop["alice"])
+        assert no_ca.returncode == 0
+        assert no_ca.stderr.startswith(f"warning: no load history: TLS to Prometheus at {proxy.url} failed "
+                                       "(check the CA)"), no_ca.stderr
+
+        missing = plugin("explain", "recorded", "--prometheus-url", proxy.url, "--prometheus-token-file",
+                         str(tmp_path / "absent"), kubeconfig=shop["alice"])
+        assert missing.returncode == 1
+        assert missing.stderr == (f"error: cannot read the Prometheus token file {tmp_path / 'absent'}: "
+                                  "No such file or directory\n")

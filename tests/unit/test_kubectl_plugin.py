@@ -15,7 +15,9 @@ from kubernetes.client.exceptions import ApiException
 from scalegate.plugin import cli as kubectl_plugin
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, PROPOSED_BY, REJECTED,
                              REJECTED_BY, Proposal)
-from scalegate.plugin import api, explain, render
+from scalegate import kube
+from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
+from scalegate.plugin import explain, render
 
 NOW = dt.datetime(2026, 11, 26, 21, 0, tzinfo=dt.timezone.utc)
 
@@ -223,27 +225,31 @@ def test_history_range_step_from_points_and_capped_at_prometheus_limit():
         explain.ExplainedProposal.of(proposal(forecast={})).history_range(NOW)
 
 
-def test_parse_range_answer_sums_series_and_drops_non_finite_samples():
-    history = explain.parse_range_answer({"status": "success", "data": {"resultType": "matrix", "result": [
+def test_history_sums_series_and_drops_non_finite_samples():
+    history = explain.history_of([
         {"metric": {"pod": "a"}, "values": [[100, "1.5"], [400, "2"], [700, "NaN"]]},
-        {"metric": {"pod": "b"}, "values": [[100, "1"], [400, "+Inf"]]}]}})
+        {"metric": {"pod": "b"}, "values": [[100, "1"], [400, "+Inf"]]}])
     assert history.values == [2.5, 2.0] and history.series == 2
     assert history.times[0] == dt.datetime.fromtimestamp(100, dt.timezone.utc)
+    with pytest.raises(explain.HistoryUnavailable, match="no samples"):
+        explain.history_of([])
 
 
-@pytest.mark.parametrize("payload, message", [
-    ({"status": "error", "errorType": "bad_data", "error": "parse error"}, "bad_data: parse error"),
-    ({"status": "success", "data": {"resultType": "vector", "result": []}}, "expected a range vector"),
-    ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "no samples"),
-])
-def test_parse_range_answer_refuses_unusable_answers(payload, message):
-    with pytest.raises(explain.HistoryUnavailable, match=message):
-        explain.parse_range_answer(payload)
+def test_fetch_history_reads_through_the_forecasters_client(mocker):
+    client = mocker.Mock(name="PrometheusConnect")
+    client.custom_query_range.return_value = [{"metric": {}, "values": [[100, "3"]]}]
+    source = PrometheusSource(PrometheusSettings("http://prom:9090", timeout_seconds=4), client=client)
+    history = explain.fetch_history(source, "up", NOW - dt.timedelta(hours=1), NOW, 60)
+    assert history.values == [3.0]
+    call = client.custom_query_range.call_args
+    assert (call.args[0], call.kwargs["step"], call.kwargs["end_time"]) == ("up", "60", NOW)
+    assert call.kwargs["params"] == {"timeout": "4"}
 
 
 def test_fetch_history_from_nowhere_is_a_clear_note():
-    with pytest.raises(explain.HistoryUnavailable, match="cannot read Prometheus at http://127.0.0.1:9"):
-        explain.fetch_history("http://127.0.0.1:9", "up", NOW - dt.timedelta(hours=1), NOW, 60, timeout=2)
+    source = PrometheusSource(PrometheusSettings("http://127.0.0.1:9", timeout_seconds=2, retries=0))
+    with pytest.raises(explain.HistoryUnavailable, match="Prometheus at http://127.0.0.1:9 is unreachable"):
+        explain.fetch_history(source, "up", NOW - dt.timedelta(hours=1), NOW, 60)
 
 
 def wave(start: dt.datetime, end: dt.datetime, step: int = 300) -> explain.History:
@@ -312,82 +318,113 @@ def write_config(path: Path, contexts: list[tuple[str, str | None]], current: st
 
 def test_kubeconfig_paths_follow_kubectl(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("KUBECONFIG", "/a:/b")
-    assert api.kubeconfig_paths("/explicit") == "/explicit"
-    assert api.kubeconfig_paths(None) == "/a:/b"
+    assert kube.kubeconfig_paths("/explicit") == "/explicit"
+    assert kube.kubeconfig_paths(None) == "/a:/b"
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert api.kubeconfig_paths(None) == str(tmp_path / ".kube" / "config")
+    assert kube.kubeconfig_paths(None) == str(tmp_path / ".kube" / "config")
 
 
 def test_namespace_comes_from_the_context(tmp_path: Path):
     path = write_config(tmp_path / "config", [("dev", "shop"), ("prod", None)], current="dev")
-    assert api.context_namespace(str(path), None) == "shop"
-    assert api.context_namespace(str(path), "prod") == "default"
-    with pytest.raises(api.PluginError, match='context "nope" does not exist'):
-        api.context_namespace(str(path), "nope")
+    assert kube.context_namespace(str(path), None) == "shop"
+    assert kube.context_namespace(str(path), "prod") == "default"
+    with pytest.raises(kube.ConfigError, match='context "nope" does not exist'):
+        kube.context_namespace(str(path), "nope")
 
 
 def test_kubeconfig_list_in_the_environment_is_merged(monkeypatch, tmp_path: Path):
     first = write_config(tmp_path / "one", [("dev", "shop")], current="dev")
     second = write_config(tmp_path / "two", [("other", "ops")], current="other")
     monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
-    conn = api.connect(None, "other")
-    assert conn.namespace == "ops" and conn.api.server == "https://127.0.0.1:6443"
-    assert api.connect(None, None).namespace == "shop"  # the first file's current-context wins
+    conn = kube.connect(None, "other")
+    assert conn.namespace == "ops" and conn.kube.server == "https://127.0.0.1:6443"
+    assert kube.connect(None, None).namespace == "shop"  # the first file's current-context wins
+    assert conn.kube.api.configuration.retries == 0  # a person waits: no retries of a refused connection
 
 
 def test_connect_errors_are_one_line(monkeypatch, tmp_path: Path):
-    with pytest.raises(api.PluginError, match=f"^error: stat {tmp_path}/absent: no such file or directory$"):
-        api.connect(str(tmp_path / "absent"), None)
+    with pytest.raises(kube.ConfigError) as err:
+        kube.connect(str(tmp_path / "absent"), None)
+    assert kubectl_plugin.error_line(err.value) == f"error: stat {tmp_path}/absent: no such file or directory"
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(api.PluginError, match="no kubeconfig found"):
-        api.connect(None, None)
+    with pytest.raises(kube.ConfigError, match="no kubeconfig found"):
+        kube.connect(None, None)
 
 
 def test_server_errors_keep_the_servers_words():
     err = ApiException(status=403, reason="Forbidden")
     err.body = json.dumps({"kind": "Status", "reason": "Forbidden", "message": 'denied request: set it, alice',
                            "code": 403})
-    converted = api.server_error(err)
-    assert str(converted) == "Error from server (Forbidden): denied request: set it, alice"
+    converted = kube.error_from_response(err, "annotate proposal shop/web-1")
+    assert isinstance(converted, kube.Forbidden) and converted.status == 403
+    assert str(converted) == "annotate proposal shop/web-1: denied request: set it, alice"  # for logs
+    assert kubectl_plugin.error_line(converted) == "Error from server (Forbidden): denied request: set it, alice"
     missing = ApiException(status=404, reason="Not Found")
     missing.body = json.dumps({"reason": "NotFound", "message": 'scalingproposals.scalegate.io "x" not found'})
-    assert isinstance(api.server_error(missing), api.NotFound)
+    assert isinstance(kube.error_from_response(missing, "get"), kube.NotFound)
     garbled = ApiException(status=502, reason="Bad Gateway")
-    garbled.body = "<html>proxy error</html>"
-    assert str(api.server_error(garbled)) == "Error from server (Bad Gateway): <html>proxy error</html>"
+    garbled.body = b"<html>proxy error</html>"
+    converted = kube.error_from_response(garbled, "list proposals")
+    assert isinstance(converted, kube.Unavailable)
+    assert kubectl_plugin.error_line(converted) == "Error from server (Bad Gateway): <html>proxy error</html>"
+    assert isinstance(kube.error_from_response(ApiException(status=422, reason="Unprocessable Entity"), "x"),
+                      kube.Invalid)
+    assert type(kube.error_from_response(ApiException(status=410, reason="Gone"), "x")) is kube.KubeError
+
+
+def test_an_unreachable_cluster_is_one_line_with_a_hint(tmp_path: Path):
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = yaml.safe_load(write_config(tmp_path / "config", [("dev", "shop")], current="dev").read_text())
+    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    (tmp_path / "config").write_text(yaml.safe_dump(config))
+    with pytest.raises(kube.Unavailable) as err:
+        kube.connect(str(tmp_path / "config"), None).kube.whoami()
+    assert kubectl_plugin.error_line(err.value) == (
+        f"error: cannot reach the Kubernetes API server at http://127.0.0.1:{port}: connection refused "
+        "(is the cluster running? check --kubeconfig / --context)")
 
 
 # -- the commands, against a fake of our own API wrapper -------------------------------------
-class FakeApi:
-    """Stands in for plugin.api.Api: objects in a dict, refusals on request."""
+def refusal(cls: type[kube.KubeError], reason: str, message: str, status: int) -> kube.KubeError:
+    return cls("a request", message, status=status, reason=reason)
 
-    def __init__(self, objects: list[dict], user: str = "alice", refuse_patch: api.ServerError | None = None):
+
+class FakeKube:
+    """Stands in for scalegate.kube.Kube, the methods the plugin calls: objects in a dict,
+    refusals on request."""
+
+    def __init__(self, objects: list[dict], user: str = "alice", refuse_patch: kube.KubeError | None = None):
         self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
         self.user = user
         self.refuse_patch = refuse_patch
         self.patches: list[tuple[str, str, dict]] = []
 
-    def get_proposal(self, namespace, name):
+    def get_proposal(self, namespace, name, missing_ok=True):
+        assert not missing_ok  # the plugin shows the server's NotFound
         try:
             return self.objects[(namespace, name)]
         except KeyError:
-            raise api.NotFound(404, "NotFound", f'scalingproposals.scalegate.io "{name}" not found') from None
+            raise refusal(kube.NotFound, "NotFound", f'scalingproposals.scalegate.io "{name}" not found',
+                          404) from None
 
-    def list_proposals(self, namespace, selector=None):
-        return [o for (ns, _), o in self.objects.items() if namespace in (None, ns)]
+    def iter_proposals(self, namespace=None, page_size=500, selector=None):
+        return iter([o for (ns, _), o in self.objects.items() if namespace in (None, ns)])
 
-    def get_policy(self, namespace, name):
-        raise api.ServerError(403, "Forbidden", "no policies for you")
+    def get_policy(self, namespace, name, missing_ok=True):
+        raise refusal(kube.Forbidden, "Forbidden", "no policies for you", 403)
 
-    def events_for(self, namespace, uid):
+    def events_about(self, namespace, uid, kind="ScalingProposal"):
         return []
 
     def whoami(self):
         return self.user
 
-    def patch_annotations(self, namespace, name, annotations):
+    def annotate_proposal(self, namespace, name, annotations):
         if self.refuse_patch:
             raise self.refuse_patch
         self.patches.append((namespace, name, annotations))
@@ -395,12 +432,12 @@ class FakeApi:
         return self.objects[(namespace, name)]
 
 
-def run(argv: list[str], fake: FakeApi, capsys, namespace: str = "shop") -> tuple[int, str, str]:
+def run(argv: list[str], fake: FakeKube, capsys, namespace: str = "shop") -> tuple[int, str, str]:
     seen = {}
 
     def connector(kubeconfig, context):
         seen.update(kubeconfig=kubeconfig, context=context)
-        return api.Connection(api=fake, namespace=namespace)
+        return kube.Connection(kube=fake, namespace=namespace)
     code = kubectl_plugin.main(argv, connector=connector)
     out, err = capsys.readouterr()
     run.seen = seen
@@ -408,7 +445,7 @@ def run(argv: list[str], fake: FakeApi, capsys, namespace: str = "shop") -> tupl
 
 
 def test_approve_writes_both_annotations_in_one_patch(capsys):
-    fake = FakeApi([proposal()])
+    fake = FakeKube([proposal()])
     code, out, err = run(["approve", "web-1", "--reason", "go", "--ref", "https://mr/1"], fake, capsys)
     assert code == 0 and out == "scalingproposal.scalegate.io/web-1 approved as alice\n"
     assert fake.patches == [("shop", "web-1", {APPROVED: "true", APPROVED_BY: "alice", APPROVAL_REF: "https://mr/1",
@@ -419,32 +456,33 @@ def test_approve_writes_both_annotations_in_one_patch(capsys):
 
 
 def test_approving_a_finished_proposal_warns(capsys):
-    fake = FakeApi([proposal(status={"phase": "Expired"})])
+    fake = FakeKube([proposal(status={"phase": "Expired"})])
     code, out, err = run(["approve", "web-1"], fake, capsys)
     assert code == 0 and "warning: scalingproposal.scalegate.io/web-1 is Expired: the operator will not apply it" in err
 
 
 def test_reject_writes_its_pair(capsys):
-    fake = FakeApi([proposal()], user="bob")
+    fake = FakeKube([proposal()], user="bob")
     code, out, _ = run(["reject", "web-1", "--reason", "no"], fake, capsys)
     assert code == 0 and out == "scalingproposal.scalegate.io/web-1 rejected as bob\n"
     assert fake.patches[0][2] == {REJECTED: "true", REJECTED_BY: "bob", DECISION_REASON: "no"}
 
 
 def test_a_refusal_is_printed_verbatim_with_exit_1(capsys):
-    denial = api.ServerError(403, "Forbidden", "ValidatingAdmissionPolicy 'scalegate-approval' denied request: x")
-    code, out, err = run(["approve", "web-1"], FakeApi([proposal()], refuse_patch=denial), capsys)
+    denial = refusal(kube.Forbidden, "Forbidden", "ValidatingAdmissionPolicy 'scalegate-approval' denied request: x",
+                     403)
+    code, out, err = run(["approve", "web-1"], FakeKube([proposal()], refuse_patch=denial), capsys)
     assert (code, out) == (1, "")
     assert err == "Error from server (Forbidden): ValidatingAdmissionPolicy 'scalegate-approval' denied request: x\n"
 
 
 def test_missing_proposal_is_the_servers_not_found(capsys):
-    code, out, err = run(["show", "nope"], FakeApi([]), capsys)
+    code, out, err = run(["show", "nope"], FakeKube([]), capsys)
     assert code == 1 and err == 'Error from server (NotFound): scalingproposals.scalegate.io "nope" not found\n'
 
 
 def test_flags_anywhere_and_namespace_default(capsys):
-    fake = FakeApi([proposal(namespace="ops"), proposal("web-9", namespace="shop")])
+    fake = FakeKube([proposal(namespace="ops"), proposal("web-9", namespace="shop")])
     code, out, _ = run(["--kubeconfig", "/k", "--context", "c", "-n", "ops", "list", "-o", "name"], fake, capsys)
     assert code == 0 and out == "scalingproposal.scalegate.io/web-1\n"
     assert run.seen == {"kubeconfig": "/k", "context": "c"}
@@ -457,18 +495,51 @@ def test_flags_anywhere_and_namespace_default(capsys):
 
 
 def test_list_json_is_a_kubernetes_list(capsys):
-    code, out, _ = run(["list", "-A", "-o", "json"], FakeApi([proposal()]), capsys)
+    code, out, _ = run(["list", "-A", "-o", "json"], FakeKube([proposal()]), capsys)
     assert json.loads(out)["kind"] == "List" and json.loads(out)["items"][0]["metadata"]["name"] == "web-1"
 
 
 def test_show_and_explain_note_what_they_cannot_read(capsys, tmp_path: Path):
-    code, out, _ = run(["show", "web-1"], FakeApi([proposal()]), capsys)
+    code, out, _ = run(["show", "web-1"], FakeKube([proposal()]), capsys)
     assert code == 0 and "<policy not readable: no policies for you>" in out
     png = tmp_path / "p.png"
-    code, out, err = run(["explain", "web-1", "--plot", str(png)], FakeApi([proposal()]), capsys)
+    code, out, err = run(["explain", "web-1", "--plot", str(png)], FakeKube([proposal()]), capsys)
     assert code == 0 and png.is_file() and f"plot written to {png}" in err
-    code, _, err = run(["explain", "web-1", "--plot", str(tmp_path / "no" / "dir.png")], FakeApi([proposal()]), capsys)
+    code, _, err = run(["explain", "web-1", "--plot", str(tmp_path / "no" / "dir.png")], FakeKube([proposal()]), capsys)
     assert code == 1 and err.startswith(f"error: cannot write {tmp_path}/no/dir.png")
+
+
+def test_explain_reaches_prometheus_with_the_forecasters_settings(capsys, monkeypatch, tmp_path: Path):
+    """The same flags, environment and defaults as `scalegate forecaster`, and the same
+    client: the token file is read, the CA and timeout passed on."""
+    asked = []
+
+    def query_range(self, query, start_ts, end_ts, step):
+        asked.append(self.settings)
+        return [{"metric": {}, "values": [[start_ts, "1"]]}]
+
+    monkeypatch.setattr(PrometheusSource, "query_range", query_range)
+    monkeypatch.setenv("SCALEGATE_PROMETHEUS_TIMEOUT_SECONDS", "7")
+    monkeypatch.setenv("SCALEGATE_PROMETHEUS_CA_FILE", "/env/ca.pem")
+    (tmp_path / "token").write_text("t0k\n")
+    code, out, err = run(["explain", "web-1", "--prometheus-url", "https://prom:9090", "--prometheus-token-file",
+                          str(tmp_path / "token"), "--prometheus-ca-file", "/flag/ca.pem"], FakeKube([proposal()]),
+                         capsys)
+    assert (code, err) == (0, "")
+    assert asked == [PrometheusSettings("https://prom:9090", bearer_token="t0k", ca_file="/flag/ca.pem",
+                                        timeout_seconds=7.0)]
+    assert "1 samples: last 1" in out
+    code, _, _ = run(["explain", "web-1", "--prometheus-url", "https://prom:9090", "--prometheus-insecure",
+                      "--prometheus-timeout", "3"], FakeKube([proposal()]), capsys)
+    assert asked[-1] == PrometheusSettings("https://prom:9090", ca_file="/env/ca.pem", insecure_skip_verify=True,
+                                           timeout_seconds=3.0)
+
+
+def test_explain_with_an_unreadable_token_file_is_an_error(capsys, tmp_path: Path):
+    code, out, err = run(["explain", "web-1", "--prometheus-url", "http://prom", "--prometheus-token-file",
+                          str(tmp_path / "absent")], FakeKube([proposal()]), capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: cannot read the Prometheus token file {tmp_path}/absent: No such file or directory\n"
 
 
 def test_usage_errors_exit_2(capsys):

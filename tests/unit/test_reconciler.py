@@ -97,9 +97,11 @@ class FakeKube:
         self.proposals[(NS, name)]["metadata"]["resourceVersion"] = self.next_rv()
 
     # proposals and policies
-    def get_proposal(self, namespace: str, name: str) -> dict | None:
+    def get_proposal(self, namespace: str, name: str, missing_ok: bool = True) -> dict | None:
         self._enter("get_proposal", namespace, name)
         body = self.proposals.get((namespace, name))
+        if body is None and not missing_ok:
+            raise NotFound(name)
         return copy.deepcopy(body) if body else None
 
     def list_policy_proposals(self, namespace: str, policy: str,
@@ -115,9 +117,11 @@ class FakeKube:
         meta.setdefault("labels", {}).update(labels)
         meta["resourceVersion"] = self.next_rv()
 
-    def get_policy(self, namespace: str, name: str) -> dict | None:
+    def get_policy(self, namespace: str, name: str, missing_ok: bool = True) -> dict | None:
         self._enter("get_policy", namespace, name)
         body = self.policies.get((namespace, name))
+        if body is None and not missing_ok:
+            raise NotFound(name)
         return copy.deepcopy(body) if body else None
 
     def patch_proposal_status(self, namespace: str, name: str, status: dict,

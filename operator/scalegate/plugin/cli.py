@@ -8,7 +8,8 @@ plugin's name), so --kubeconfig, --context and -n are read here, anywhere on the
     kubectl scalegate show NAME
     kubectl scalegate approve NAME [--reason TEXT] [--ref URL]
     kubectl scalegate reject NAME [--reason TEXT]
-    kubectl scalegate explain NAME [--plot FILE.png] [--prometheus-url URL]
+    kubectl scalegate explain NAME [--plot FILE.png] [--prometheus-url URL [--prometheus-token-file FILE]
+                                   [--prometheus-ca-file FILE] [--prometheus-insecure] [--prometheus-timeout S]]
 
 Exit status: 0 done, 1 refused or failed (one line on stderr says why), 2 usage.
 """
@@ -20,9 +21,10 @@ import datetime as dt
 import sys
 from typing import Callable
 
+from ..kube import ConfigError, Connection, KubeError, Unavailable, connect
 from ..model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
+from ..settings import ForecasterSettings, add_prometheus_flags, resolve
 from . import render
-from .api import Connection, PluginError, ServerError, connect
 
 Connect = Callable[[str | None, str | None], Connection]
 
@@ -82,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("explain", "why this number: forecast peak and interval, capacity, bounds, load history")
     p.add_argument("name")
     p.add_argument("--plot", metavar="FILE.png", help="draw history, forecast, capacity and bounds to a PNG")
-    p.add_argument("--prometheus-url", metavar="URL",
-                   help="read the load history (the proposal's query over its window) from this Prometheus")
+    add_prometheus_flags(p, url_help="read the load history (the proposal's query over its window) from this "
+                                     "Prometheus, with the forecaster's flags for its token, CA and timeout")
     p.set_defaults(func=cmd_explain)
     return parser
 
@@ -100,10 +102,27 @@ def _out(text: str) -> None:
     print(text, flush=True)
 
 
+def _fail(text: str) -> int:
+    print(text, file=sys.stderr)
+    return 1
+
+
+def error_line(err: KubeError) -> str:
+    """One line for a person, as kubectl says it: a server's refusal in its own words,
+    ``Error from server (Reason): <message verbatim>``; anything else as ``error: ...``."""
+    if isinstance(err, ConfigError):
+        return f"error: {err.message}"
+    if isinstance(err, Unavailable) and err.status is None:
+        return f"error: {err.message} (is the cluster running? check --kubeconfig / --context)"
+    if err.status is None:
+        return f"error: {err}"
+    return f"Error from server ({err.reason}): {err.message}"
+
+
 # -- commands ------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace, conn: Connection) -> int:
     namespace = None if args.all_namespaces else _namespace(args, conn)
-    items = conn.api.list_proposals(namespace, args.selector)
+    items = list(conn.kube.iter_proposals(namespace, selector=args.selector))
     if args.output in ("yaml", "json"):
         _out(render.dump(render.as_list(items), args.output))
         return 0
@@ -123,19 +142,22 @@ def _try(what: str, fn: Callable[[], object]) -> tuple[object | None, str]:
     """Optional context for show/explain: a refusal becomes a note, not a failure."""
     try:
         return fn(), ""
-    except ServerError as err:
+    except KubeError as err:
+        if err.status is None:  # not a refusal: the cluster is gone, say so
+            raise
         return None, f"{what}: {err.message}"
 
 
 def cmd_show(args: argparse.Namespace, conn: Connection) -> int:
     namespace = _namespace(args, conn)
-    proposal = conn.api.get_proposal(namespace, args.name)
+    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)
     spec = proposal.get("spec") or {}
     policy_name = (spec.get("policyRef") or {}).get("name") or ""
-    policy, policy_error = _try("policy not readable", lambda: conn.api.get_policy(namespace, policy_name))
+    policy, policy_error = _try("policy not readable",
+                                lambda: conn.kube.get_policy(namespace, policy_name, missing_ok=False))
     events, events_error = _try("events not readable",
-                                lambda: conn.api.events_for(namespace, proposal["metadata"].get("uid", "")))
-    others, _ = _try("history", lambda: conn.api.list_proposals(namespace))
+                                lambda: conn.kube.events_about(namespace, proposal["metadata"].get("uid", "")))
+    others, _ = _try("history", lambda: list(conn.kube.iter_proposals(namespace)))
     history = [o for o in (others or []) if o["metadata"].get("uid") != proposal["metadata"].get("uid")
                and render.same_target(o, proposal)]
     _out(render.show(proposal, _now(), policy=policy, policy_error=policy_error, events=events,
@@ -159,8 +181,8 @@ def decision_annotations(verdict: str, user: str, reason: str | None, ref: str |
 
 def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
     namespace = _namespace(args, conn)
-    proposal = conn.api.get_proposal(namespace, args.name)  # a missing proposal: the server's NotFound
-    user = conn.api.whoami()
+    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)  # else: the server's NotFound
+    user = conn.kube.whoami()
     wanted = decision_annotations(args.verdict, user, args.reason, args.ref)
     current = render.annotations(proposal)
     ref = f"{render.KIND_REF}/{args.name}"
@@ -170,7 +192,7 @@ def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
     phase = (proposal.get("status") or {}).get("phase")
     if args.verdict == "approved" and phase in Phase.TERMINAL:
         print(f"warning: {ref} is {phase}: the operator will not apply it, whatever is decided", file=sys.stderr)
-    conn.api.patch_annotations(namespace, args.name, wanted)
+    conn.kube.annotate_proposal(namespace, args.name, wanted)
     _out(f"{ref} {args.verdict} as {user}")
     if args.verdict == "approved":
         print(f"the operator applies it once every check holds; follow it with: "
@@ -179,22 +201,30 @@ def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
+    from ..forecast.prometheus import PrometheusSettings, PrometheusSource
     from . import explain
 
+    source = None
+    if args.prometheus_url:
+        try:  # the forecaster's settings path: flags, else SCALEGATE_PROMETHEUS_*, else defaults
+            source = PrometheusSource(PrometheusSettings.of(resolve(ForecasterSettings, vars(args))))
+        except ValueError as err:
+            return _fail(f"error: {err}")
     namespace = _namespace(args, conn)
-    proposal = conn.api.get_proposal(namespace, args.name)
+    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)
     policy_name = ((proposal.get("spec") or {}).get("policyRef") or {}).get("name") or ""
-    policy, policy_error = _try("policy not readable", lambda: conn.api.get_policy(namespace, policy_name))
+    policy, policy_error = _try("policy not readable",
+                                lambda: conn.kube.get_policy(namespace, policy_name, missing_ok=False))
     now = _now()
     history, history_error = None, ""
-    if args.prometheus_url:
+    if source is not None:
         explained = explain.ExplainedProposal.of(proposal)
         query = explained.evidence.query
         try:
             if not query:
                 raise explain.HistoryUnavailable("the proposal records no query to read the history with")
             start, end, step = explained.history_range(now)
-            history = explain.fetch_history(args.prometheus_url, query, start, end, step)
+            history = explain.fetch_history(source, query, start, end, step)
         except explain.HistoryUnavailable as err:
             history_error = str(err)
             print(f"warning: no load history: {err}", file=sys.stderr)
@@ -204,9 +234,9 @@ def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
         try:
             explain.plot(args.plot, proposal, policy, history, now)
         except OSError as err:
-            raise PluginError(f"error: cannot write {args.plot}: {err.strerror or err}") from err
+            return _fail(f"error: cannot write {args.plot}: {err.strerror or err}")
         except explain.PlotUnavailable as err:
-            raise PluginError(f"error: {err}") from err
+            return _fail(f"error: {err}")
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -217,9 +247,8 @@ def main(argv: list[str] | None = None, connector: Connect = connect) -> int:
     try:
         conn = connector(getattr(args, "kubeconfig", None), getattr(args, "context", None))
         return args.func(args, conn)
-    except PluginError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    except KubeError as err:
+        return _fail(error_line(err))
     except KeyboardInterrupt:
         return 130
 

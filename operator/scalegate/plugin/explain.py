@@ -9,21 +9,18 @@ them into text and a PNG, with no Kubernetes client in sight.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import textwrap
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..forecast.prometheus import MAX_POINTS_PER_REQUEST, PrometheusSource
+from ..forecast.series import ForecastError
 from ..model import Evidence
 from .render import bounds_check, human_duration, number
 
-#: Prometheus refuses range queries of more than 11,000 points; stay below.
-MAX_POINTS = 10_000
-PROMETHEUS_TIMEOUT = 15.0
+#: The most points of history read: one request's worth.
+MAX_POINTS = MAX_POINTS_PER_REQUEST
 
 
 class HistoryUnavailable(Exception):
@@ -90,16 +87,10 @@ class ExplainedProposal:
 
 
 # -- Prometheus ---------------------------------------------------------------------------
-def parse_range_answer(payload: Mapping[str, Any]) -> History:
-    """A /api/v1/query_range answer to one series; NaN and Inf samples are dropped."""
-    if payload.get("status") != "success":
-        raise HistoryUnavailable(f"Prometheus answered {payload.get('errorType', 'error')}: "
-                                 f"{payload.get('error', 'no detail')}")
-    data = payload.get("data") or {}
-    if data.get("resultType") != "matrix":
-        raise HistoryUnavailable(f"expected a range vector (matrix), got {data.get('resultType')!r}")
+def history_of(results: Sequence[Mapping[str, Any]]) -> History:
+    """A range query's series as one load series: several are summed (and said so), NaN
+    and Inf samples dropped."""
     summed: dict[float, float] = {}
-    results = data.get("result") or []
     for series in results:
         for ts, raw in series.get("values") or []:
             try:
@@ -115,24 +106,15 @@ def parse_range_answer(payload: Mapping[str, Any]) -> History:
                    values=[summed[t] for t in stamps], series=len(results))
 
 
-def fetch_history(url: str, query: str, start: dt.datetime, end: dt.datetime, step: int,
-                  timeout: float = PROMETHEUS_TIMEOUT) -> History:
-    params = urllib.parse.urlencode({"query": query, "start": f"{start.timestamp():.3f}",
-                                     "end": f"{end.timestamp():.3f}", "step": str(step)})
-    request = urllib.request.Request(f"{url.rstrip('/')}/api/v1/query_range?{params}",
-                                     headers={"Accept": "application/json"})
+def fetch_history(source: PrometheusSource, query: str, start: dt.datetime, end: dt.datetime,
+                  step: int) -> History:
+    """The load history through the forecaster's own Prometheus client (its token, CA
+    and timeout), so explain reads what the forecast read, from wherever it could."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            payload = json.loads(resp.read().decode())
-    except urllib.error.HTTPError as err:
-        try:
-            payload = json.loads(err.read().decode())
-        except (ValueError, OSError):
-            raise HistoryUnavailable(f"Prometheus at {url} answered HTTP {err.code}") from err
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise HistoryUnavailable(f"cannot read Prometheus at {url}: {reason}") from err
-    return parse_range_answer(payload)
+        results = source.query_range(query, start.timestamp(), end.timestamp(), step)
+    except ForecastError as err:
+        raise HistoryUnavailable(err.message) from err
+    return history_of(results)
 
 
 # -- text ----------------------------------------------------------------------------------
