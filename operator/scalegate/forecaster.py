@@ -289,13 +289,38 @@ class Forecaster:
                 meta = body.get("metadata") or {}
                 try:
                     results.append(future.result())
-                except Exception as err:
-                    log.warning("forecast round for %s/%s failed: %s", meta.get("namespace"), meta.get("name"), err)
-                    results.append(RoundResult(meta.get("namespace", ""), meta.get("name", ""), "failed",
-                                               "MetricsUnavailable" if not isinstance(err, KubeError) else "ApiError",
-                                               str(err)))
-        metrics.LAST_SUCCESSFUL_ROUND.set(time.time())
+                except Exception as err:  # past the forecast: the API server, or our own error
+                    if isinstance(err, KubeError):
+                        reason, message = "ApiError", str(err)
+                    else:
+                        log.error("forecast round for %s/%s failed", meta.get("namespace"), meta.get("name"),
+                                  exc_info=err)
+                        reason, message = "ForecastFailed", f"internal error: {type(err).__name__}: {err}"
+                    try:
+                        results.append(self._fail(body, meta.get("namespace", ""), meta.get("name", ""), reason,
+                                                  message, time.monotonic()))
+                    except Exception:  # not even that could be recorded: the log and the result say it
+                        log.exception("recording the failure of %s/%s failed", meta.get("namespace"),
+                                      meta.get("name"))
+                        results.append(RoundResult(meta.get("namespace", ""), meta.get("name", ""), "failed",
+                                                   reason, message))
+        if round_succeeded(results):
+            metrics.LAST_SUCCESSFUL_ROUND.set(time.time())
         return results
+
+
+#: Reasons that say the forecaster could not do its work for a policy (Prometheus, the API
+#: server, its own error), rather than give a verdict on the policy's data or spec.
+CANNOT_FORECAST = frozenset({"MetricsUnavailable", "ApiError", "FitFailed", "ForecastFailed"})
+
+
+def round_succeeded(results: list[RoundResult]) -> bool:
+    """Whether a finished round succeeded: at least one policy was evaluated, i.e. it was
+    proposed, found unchanged, or refused on its own data or spec (InsufficientData,
+    TooUncertain, InvalidPolicy, ...), not failed for a reason in CANNOT_FORECAST.
+    Skipped policies (suspended, no forecast) are not evaluated."""
+    return any(r.outcome in ("proposed", "unchanged") or (r.outcome == "failed" and r.reason not in CANNOT_FORECAST)
+               for r in results)
 
 
 def interval_of(body: dict, default: float = ForecastSpec.interval_seconds) -> float:

@@ -28,7 +28,10 @@ APPLY_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
 RECONCILE_ERRORS = Counter(
     "scalegate_reconcile_errors_total",
-    "Reconciles that failed on an API error and were retried, by kind of error.",
+    "Reconciles of a proposal that ended on an error and were retried, by kind: the API server's "
+    "(Unavailable, Unauthorized, Forbidden, NotFound, Conflict, Invalid, KubeError for any other status) "
+    "or Internal (the operator's own error, logged with its traceback). Conflict and NotFound on the "
+    "status write are retried at once from a fresh read; the others with backoff.",
     ["error"], registry=REGISTRY)
 PROPOSALS_COLLECTED = Counter(
     "scalegate_proposals_garbage_collected_total",
@@ -61,7 +64,10 @@ FORECAST_CHECKED = Counter(
     ["namespace", "policy"], registry=REGISTRY)
 LAST_SUCCESSFUL_ROUND = Gauge(
     "scalegate_forecaster_last_successful_round_timestamp_seconds",
-    "Unix time when the forecaster last finished a round over all policies.",
+    "Unix time when the forecaster last finished a successful round: one in which at least one policy "
+    "was evaluated (proposed, found unchanged, or refused on its own data or spec, e.g. InsufficientData "
+    "or TooUncertain). A round in which every policy failed on Prometheus (MetricsUnavailable), the API "
+    "server (ApiError) or an internal error (FitFailed, ForecastFailed), or was skipped, leaves it as it was.",
     registry=REGISTRY)
 
 

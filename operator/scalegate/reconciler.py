@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import decision as d
 from . import metrics
 from .conditions import set_condition
-from .kube import Conflict, Forbidden, Kube, NoScaleSubresource, NotFound
+from .kube import Conflict, Forbidden, Kube, KubeError, NoScaleSubresource, NotFound
 from .model import (API_VERSION, POLICY_LABEL, PROPOSAL_KIND, ApplyIntent, InvalidObject, Phase, Policy,
                     Proposal, TargetRef, format_time, parse_time)
 
@@ -68,7 +68,21 @@ class Reconciler:
         `body` is the proposal as a watch event just delivered it, which saves a read; it
         may already be outdated, which is safe: every write is conditioned on its
         resourceVersion, so a decision taken on an old state never lands (Conflict, then a
-        fresh read)."""
+        fresh read).
+
+        An error is counted in scalegate_reconcile_errors_total by kind and raised: the
+        work queue retries with backoff."""
+        try:
+            return self._reconcile(namespace, name, body)
+        except KubeError as err:
+            metrics.RECONCILE_ERRORS.labels(err.kind).inc()
+            raise
+        except Exception:
+            log.exception("reconciling proposal %s/%s failed", namespace, name)
+            metrics.RECONCILE_ERRORS.labels("Internal").inc()
+            raise
+
+    def _reconcile(self, namespace: str, name: str, body: dict | None) -> float | None:
         if body is None:
             body = self.kube.get_proposal(namespace, name)
         if body is None:
@@ -263,10 +277,9 @@ class Reconciler:
         try:
             updated = self.kube.patch_proposal_status(meta["namespace"], meta["name"], status,
                                                       resource_version=meta.get("resourceVersion"))
-        except Conflict as err:
+        except (Conflict, NotFound) as err:  # changed or gone since read: decide again from a fresh read
+            metrics.RECONCILE_ERRORS.labels(err.kind).inc()
             raise Requeue() from err
-        except NotFound:
-            raise Requeue()
         self._written[(meta["namespace"], meta["name"])] = (updated.get("metadata") or {}).get("resourceVersion", "")
         transition = (old.get("phase"), old.get("reason")) != (outcome.phase, outcome.reason)
         if transition and outcome.reason != APPLYING:  # Applying is a step inside one decision
