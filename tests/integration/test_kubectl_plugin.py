@@ -110,26 +110,15 @@ def proposal(name: str, *, current: int = 4, replicas: int = 9, proposed_by: str
     }
 
 
-class FakePrometheus:
-    """Answers /api/v1/query_range like Prometheus (a daily wave), and records each query."""
+class LocalServer:
+    """An HTTP server on 127.0.0.1, in a thread, that answers each GET with
+    `answer(path, headers) -> (status, JSON body)`; over TLS with `tls=(cert, key)`."""
 
-    def __init__(self):
-        self.queries: list[dict[str, str]] = []
-        outer = self
-
+    def __init__(self, answer, tls: tuple[Path, Path] | None = None):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                url = urllib.parse.urlparse(self.path)
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
-                outer.queries.append(params)
-                start, end, step = float(params["start"]), float(params["end"]), float(params["step"])
-                values, t = [], start
-                while t <= end:
-                    values.append([t, str(220 + 150 * math.sin(2 * math.pi * (t % 86400) / 86400))])
-                    t += step
-                body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
-                    {"metric": {}, "values": values}]}}).encode()
-                self.send_response(200)
+                status, body = answer(self.path, self.headers)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -139,16 +128,39 @@ class FakePrometheus:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakePrometheus":
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakePrometheus(LocalServer):
+    """Answers /api/v1/query_range like Prometheus (a daily wave), and records each query."""
+
+    def __init__(self):
+        self.queries: list[dict[str, str]] = []
+        super().__init__(self.answer)
+
+    def answer(self, path: str, headers) -> tuple[int, bytes]:
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(path).query).items()}
+        self.queries.append(params)
+        start, end, step = float(params["start"]), float(params["end"]), float(params["step"])
+        values, t = [], start
+        while t <= end:
+            values.append([t, str(220 + 150 * math.sin(2 * math.pi * (t % 86400) / 86400))])
+            t += step
+        return 200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {}, "values": values}]}}).encode()
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -413,52 +425,27 @@ def test_explain_goes_on_without_history_when_prometheus_is_down(plugin: Plugin,
     assert "410 (upper bound) / 50 per replica -> 9 replicas needed" in run.stdout
 
 
-class BearerTokenProxy:
+class BearerTokenProxy(LocalServer):
     """A Prometheus that wants a bearer token, over TLS with its own CA: a reverse proxy on
     127.0.0.1 in front of a real Prometheus (whose own --web.config.file knows basic auth
     and TLS, not bearer tokens). Answers 401 without the token; records what it was asked."""
 
     def __init__(self, upstream: str, token: str, directory: Path):
         pki = create_pki(directory)
-        self.ca = pki.ca_cert
+        self.ca, self.upstream, self.token = pki.ca_cert, upstream, token
         self.asked: list[tuple[str, bool]] = []  # (path, authorized)
-        outer = self
+        super().__init__(self.answer, tls=(pki.serving_cert, pki.serving_key))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                authorized = self.headers.get("Authorization") == f"Bearer {token}"
-                outer.asked.append((self.path, authorized))
-                if not authorized:
-                    status, body = 401, b'{"status":"error","errorType":"unauthorized","error":"bearer token"}'
-                else:
-                    try:
-                        with urllib.request.urlopen(upstream + self.path, timeout=30) as answer:
-                            status, body = answer.status, answer.read()
-                    except urllib.error.HTTPError as err:
-                        status, body = err.code, err.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki.serving_cert, pki.serving_key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "BearerTokenProxy":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, path: str, headers) -> tuple[int, bytes]:
+        authorized = headers.get("Authorization") == f"Bearer {self.token}"
+        self.asked.append((path, authorized))
+        if not authorized:
+            return 401, b'{"status":"error","errorType":"unauthorized","error":"bearer token"}'
+        try:
+            with urllib.request.urlopen(self.upstream + path, timeout=30) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
 
 
 @pytest.mark.skipif(not binaries_available(), reason="needs prometheus and promtool (apt-get install prometheus)")

@@ -119,14 +119,10 @@ def test_a_reconcile_that_works_counts_nothing(kube):
 
 # -- the forecaster --------------------------------------------------------------------------
 def policy_body(name: str) -> dict:
-    return {
-        "apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingPolicy",
-        "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1},
-        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                 "minReplicas": 1, "maxReplicas": 50,
-                 "forecast": {"query": f'load{{app="{name}"}}', "capacityPerReplica": 10.0,
-                              "horizonSeconds": 3600, "lookbackSeconds": 14 * 86400, "stepSeconds": 300}},
-    }
+    return {"metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": 1, "maxReplicas": 50,
+                     "forecast": {"query": f'load{{app="{name}"}}', "capacityPerReplica": 10.0}}}
 
 
 class Source:
