@@ -40,6 +40,7 @@ APPROVE_VERB = "approve"
 class Phase:
     PENDING = "Pending"
     APPROVED = "Approved"
+    ACTIVE = "Active"  # a plan with steps still to come (not terminal)
     APPLIED = "Applied"
     REJECTED = "Rejected"
     EXPIRED = "Expired"
@@ -48,7 +49,7 @@ class Phase:
     FAILED = "Failed"
 
     TERMINAL = frozenset({APPLIED, REJECTED, EXPIRED, SUPERSEDED, STALE, FAILED})
-    ALL = (PENDING, APPROVED, APPLIED, REJECTED, EXPIRED, SUPERSEDED, STALE, FAILED)
+    ALL = (PENDING, APPROVED, ACTIVE, APPLIED, REJECTED, EXPIRED, SUPERSEDED, STALE, FAILED)
 
 
 #: Server-side filter for proposals that may still need the operator (the CRD declares
@@ -167,6 +168,7 @@ class ForecastSpec:
     step_seconds: int = 300
     confidence: float = 0.95
     interval_seconds: int = 900
+    plan: PlanSettings | None = None  # planHorizonSeconds and planStepSeconds, see PlanSettings
 
     @classmethod
     def parse(cls, raw: Any, where: str = "spec.forecast") -> "ForecastSpec | None":
@@ -191,6 +193,7 @@ class ForecastSpec:
             confidence=float(confidence),
             interval_seconds=_int(raw.get("intervalSeconds", cls.interval_seconds), f"{where}.intervalSeconds",
                                   minimum=60),
+            plan=PlanSettings.parse(raw, where),
         )
 
 
@@ -230,7 +233,7 @@ class Policy:
         suspend = spec.get("suspend", cls.suspend)
         if not isinstance(suspend, bool):
             raise InvalidObject("spec.suspend must be true or false")
-        return cls(
+        policy = cls(
             namespace=meta.get("namespace", ""),
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),
@@ -247,6 +250,8 @@ class Policy:
             forecast=ForecastSpec.parse(spec.get("forecast")),
             last_applied_time=parse_time(status.get("lastAppliedTime")),
         )
+        _check_plan_cooldown(policy)
+        return policy
 
 
 @dataclass(frozen=True)
@@ -444,6 +449,220 @@ class ApplyIntent:
                 "resourceVersion": self.resource_version, "startedAt": format_time(self.started_at)}
 
 
+# -- plans ---------------------------------------------------------------------------------
+# A proposal may carry a plan (spec.schedule): the replicas for each step of the next
+# hours, approved once and applied step by step. The limits are the CRDs'; parsing refuses
+# what the CRDs refuse, so an object stored before a rule existed is not acted on.
+
+#: Most steps in one plan (the CRDs' maxItems of spec.schedule and status.steps, and the
+#: most planHorizonSeconds / planStepSeconds): a day of 5-minute steps.
+MAX_PLAN_STEPS = 288
+#: Longest plan, first step to endsAt (the CRDs' limit, and planHorizonSeconds' maximum).
+MAX_PLAN_SPAN = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """A policy's plan settings (`spec.forecast.planHorizonSeconds` and `planStepSeconds`):
+    how far one plan reaches and how long each of its steps lasts. Both or neither; without
+    them the forecaster proposes single changes."""
+
+    horizon_seconds: int
+    step_seconds: int
+
+    @property
+    def steps(self) -> int:
+        """Steps in one plan."""
+        return self.horizon_seconds // self.step_seconds
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str = "spec.forecast") -> "PlanSettings | None":
+        """From a policy's `spec.forecast`; None when it sets neither field. `stepSeconds`
+        and `lookbackSeconds` are read with the CRD's defaults, as `ForecastSpec` reads them."""
+        horizon = _int(raw.get("planHorizonSeconds"), f"{where}.planHorizonSeconds", optional=True, minimum=60)
+        step = _int(raw.get("planStepSeconds"), f"{where}.planStepSeconds", optional=True, minimum=60)
+        if horizon is None and step is None:
+            return None
+        if horizon is None or step is None:
+            raise InvalidObject(f"{where}.planHorizonSeconds and {where}.planStepSeconds go together: set both or neither")
+        if horizon > MAX_PLAN_SPAN.total_seconds():
+            raise InvalidObject(f"{where}.planHorizonSeconds must be at most {int(MAX_PLAN_SPAN.total_seconds())}, "
+                                f"got {horizon}")
+        if horizon % step:
+            raise InvalidObject(f"{where}.planHorizonSeconds ({horizon}) must be a multiple of "
+                                f"{where}.planStepSeconds ({step})")
+        if horizon // step > MAX_PLAN_STEPS:
+            raise InvalidObject(f"a plan may have at most {MAX_PLAN_STEPS} steps; {where}.planHorizonSeconds / "
+                                f"planStepSeconds is {horizon // step}")
+        resolution = _int(raw.get("stepSeconds", ForecastSpec.step_seconds), f"{where}.stepSeconds", minimum=1)
+        if step < resolution:
+            raise InvalidObject(f"{where}.planStepSeconds ({step}) must be at least {where}.stepSeconds ({resolution})")
+        lookback = _int(raw.get("lookbackSeconds", ForecastSpec.lookback_seconds), f"{where}.lookbackSeconds")
+        if lookback < 2 * horizon:
+            raise InvalidObject(f"{where}.lookbackSeconds ({lookback}) must cover at least two plan horizons "
+                                f"({2 * horizon})")
+        return cls(horizon_seconds=horizon, step_seconds=step)
+
+
+def _check_plan_cooldown(policy: "Policy") -> None:
+    """A plan's steps are applies, and the cooldown holds between them."""
+    plan = policy.forecast.plan if policy.forecast else None
+    if plan is not None and plan.step_seconds < policy.cooldown_seconds:
+        raise InvalidObject(f"spec.forecast.planStepSeconds ({plan.step_seconds}) must be at least "
+                            f"spec.cooldownSeconds ({policy.cooldown_seconds})")
+
+
+def _time_of(value: Any, where: str) -> dt.datetime | None:
+    """`parse_time`, with the field named in the refusal."""
+    try:
+        return parse_time(value)
+    except InvalidObject as err:
+        raise InvalidObject(f"{where}: {err}") from err
+
+
+def _instant(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC, to the microsecond where there is one: two steps of a plan are
+    never written as the same time (receipts are keyed by it)."""
+    utc = moment.astimezone(dt.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan (`spec.schedule[]`): `replicas` from `at` until the next step's
+    `at` (the last one until the plan's `endsAt`), with the forecast it was sized for."""
+
+    at: dt.datetime
+    replicas: int
+    predicted_peak: float | None = None
+    upper_bound: float | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "PlanStep":
+        if not isinstance(raw, Mapping):
+            raise InvalidObject(f"{where} must be an object with at and replicas")
+        at = _time_of(raw.get("at"), f"{where}.at")
+        if at is None:
+            raise InvalidObject(f"{where}.at is required")
+        figures = {}
+        for key in ("predictedPeak", "upperBound"):
+            value = raw.get(key)
+            if value is not None and _number(value) is None:
+                raise InvalidObject(f"{where}.{key} must be a finite number, got {value!r}")
+            figures[key] = _number(value)
+        return cls(at=at, replicas=_int(raw.get("replicas"), f"{where}.replicas"),
+                   predicted_peak=figures["predictedPeak"], upper_bound=figures["upperBound"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `spec.schedule[]` item (figures to 6 decimals)."""
+        step: dict[str, Any] = {"at": _instant(self.at), "replicas": self.replicas}
+        if _number(self.predicted_peak) is not None:
+            step["predictedPeak"] = round(self.predicted_peak, 6)
+        if _number(self.upper_bound) is not None:
+            step["upperBound"] = round(self.upper_bound, 6)
+        return step
+
+
+def parse_plan(spec: Mapping[str, Any], valid_until: dt.datetime | None
+               ) -> tuple[tuple[PlanStep, ...], dt.datetime | None]:
+    """A proposal's plan, `(schedule, ends_at)`, or `((), None)` for a single change.
+
+    Refuses (InvalidObject) what the CRD's rules refuse: an empty or too long schedule,
+    steps not strictly in order of time, `spec.replicas` other than the first step's, a
+    first step after `validUntil`, `endsAt` missing, not after the last step or more than
+    7 days after the first, and `endsAt` without a schedule."""
+    raw, ends_raw = spec.get("schedule"), spec.get("endsAt")
+    if raw is None:
+        if ends_raw is not None:
+            raise InvalidObject("spec.endsAt belongs to a schedule, and there is none")
+        return (), None
+    if not isinstance(raw, list) or not raw:
+        raise InvalidObject("spec.schedule must be a list of at least one step")
+    if len(raw) > MAX_PLAN_STEPS:
+        raise InvalidObject(f"spec.schedule may have at most {MAX_PLAN_STEPS} steps, got {len(raw)}")
+    schedule = tuple(PlanStep.parse(item, f"spec.schedule[{i}]") for i, item in enumerate(raw))
+    for i in range(1, len(schedule)):
+        if schedule[i].at <= schedule[i - 1].at:
+            raise InvalidObject(f"spec.schedule[{i}].at must be after spec.schedule[{i - 1}].at: "
+                                "steps are in order of time")
+    replicas = spec.get("replicas")
+    if replicas != schedule[0].replicas:
+        raise InvalidObject(f"spec.replicas ({replicas!r}) must equal the first step's replicas "
+                            f"({schedule[0].replicas})")
+    if valid_until is not None and schedule[0].at > valid_until:
+        raise InvalidObject("the first step of spec.schedule must not be after spec.validUntil")
+    ends_at = _time_of(ends_raw, "spec.endsAt")
+    if ends_at is None:
+        raise InvalidObject("spec.endsAt is required with a schedule")
+    if ends_at <= schedule[-1].at:
+        raise InvalidObject("spec.endsAt must be after the last step's at")
+    if ends_at - schedule[0].at > MAX_PLAN_SPAN:
+        raise InvalidObject("a plan may span at most 7 days from its first step to spec.endsAt")
+    return schedule, ends_at
+
+
+class StepOutcome:
+    """What happened to one step of a plan when it came due (`status.steps[].outcome`)."""
+
+    APPLIED = "Applied"    # written to the target (or already in place)
+    SKIPPED = "Skipped"    # the policy was suspended
+    MISSED = "Missed"      # came due while the operator was down and a later step was in effect
+    STALE = "Stale"        # the target was no longer what the previous step left: the plan stopped
+    REJECTED = "Rejected"  # outside the policy as it was then: the plan stopped
+    FAILED = "Failed"      # see the receipt's reason
+
+    ALL = (APPLIED, SKIPPED, MISSED, STALE, REJECTED, FAILED)
+
+
+@dataclass(frozen=True)
+class StepReceipt:
+    """The receipt of one step that came due (`status.steps[]`), keyed by the step's `at`."""
+
+    at: dt.datetime
+    replicas: int
+    outcome: str
+    applied_at: dt.datetime | None = None
+    previous_replicas: int | None = None
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "StepReceipt":
+        if not isinstance(raw, Mapping):
+            raise InvalidObject(f"{where} must be an object")
+        at = _time_of(raw.get("at"), f"{where}.at")
+        if at is None:
+            raise InvalidObject(f"{where}.at is required")
+        outcome = raw.get("outcome")
+        if outcome not in StepOutcome.ALL:
+            raise InvalidObject(f"{where}.outcome {outcome!r} is not one of {', '.join(StepOutcome.ALL)}")
+        return cls(at=at, replicas=_int(raw.get("replicas"), f"{where}.replicas"), outcome=outcome,
+                   applied_at=_time_of(raw.get("appliedAt"), f"{where}.appliedAt"),
+                   previous_replicas=_int(raw.get("previousReplicas"), f"{where}.previousReplicas", optional=True),
+                   reason=str(raw.get("reason") or ""), message=str(raw.get("message") or ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        receipt: dict[str, Any] = {"at": _instant(self.at), "replicas": self.replicas, "outcome": self.outcome}
+        if self.applied_at is not None:
+            receipt["appliedAt"] = format_time(self.applied_at)
+        if self.previous_replicas is not None:
+            receipt["previousReplicas"] = self.previous_replicas
+        if self.reason:
+            receipt["reason"] = self.reason
+        if self.message:
+            receipt["message"] = self.message
+        return receipt
+
+
+def parse_receipts(raw: Any) -> tuple[StepReceipt, ...]:
+    """A proposal's `status.steps`; absent is none."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidObject("status.steps must be a list")
+    return tuple(StepReceipt.parse(item, f"status.steps[{i}]") for i, item in enumerate(raw))
+
+
 @dataclass(frozen=True)
 class Proposal:
     namespace: str
@@ -461,10 +680,19 @@ class Proposal:
     phase: str
     intent: ApplyIntent | None
     forecast: Evidence = field(default_factory=Evidence)
+    # A plan (see parse_plan); empty and None for a single change.
+    schedule: tuple[PlanStep, ...] = ()
+    ends_at: dt.datetime | None = None
+    next_step_at: dt.datetime | None = None     # status.nextStepAt, the operator's record
+    receipts: tuple[StepReceipt, ...] = ()      # status.steps, the operator's record
 
     @property
     def terminal(self) -> bool:
         return self.phase in Phase.TERMINAL
+
+    @property
+    def is_plan(self) -> bool:
+        return bool(self.schedule)
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> "Proposal":
@@ -482,6 +710,7 @@ class Proposal:
         phase = status.get("phase") or ""
         if phase and phase not in Phase.ALL:
             raise InvalidObject(f"status.phase {phase!r} is not a known phase")
+        schedule, ends_at = parse_plan(spec, valid_until)
         return cls(
             namespace=meta.get("namespace", ""),
             name=meta.get("name", ""),
@@ -498,4 +727,8 @@ class Proposal:
             phase=phase,
             intent=ApplyIntent.parse(status.get("applying")),
             forecast=Evidence.parse(spec.get("forecast")),
+            schedule=schedule,
+            ends_at=ends_at,
+            next_step_at=_time_of(status.get("nextStepAt"), "status.nextStepAt"),
+            receipts=parse_receipts(status.get("steps")),
         )
