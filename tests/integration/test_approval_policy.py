@@ -289,8 +289,10 @@ def test_proposed_by_never_changes(cluster: Cluster, ns: str):
     assert "cannot be changed or removed" in message
 
 
-def test_a_proposal_created_already_decided_needs_an_approver_naming_themselves(cluster: Cluster, namespace: str):
-    """GitOps: a pipeline's ServiceAccount that holds approve applies a proposal approved in git."""
+def test_a_proposal_created_already_decided_needs_a_listed_approver_naming_themselves(cluster: Cluster,
+                                                                                     namespace: str):
+    """GitOps: a pipeline's ServiceAccount that holds approve, and that a cluster admin lists
+    in the ConfigMap scalegate-gitops-approvers, applies a proposal approved in git."""
     pipeline = f"system:serviceaccount:{namespace}:deployer"
     cluster.core().create_namespaced_service_account(namespace, {"metadata": {"name": "deployer"}})
     grant(cluster, namespace, pipeline, "scalegate-approver")
@@ -299,26 +301,63 @@ def test_a_proposal_created_already_decided_needs_an_approver_naming_themselves(
     for user, verb in ((pipeline, "create"), (pipeline, "approve"), ("erin", "create")):
         wait_allowed(cluster, namespace, user, verb)
     ref = {APPROVAL_REF: "https://git.example/shop/merge_requests/7"}
-
     from_git = proposal("from-git", proposed_by=None, annotations=approve_as(pipeline, **ref))
-    created = create(cluster, namespace, from_git, user=pipeline)
-    assert created["metadata"]["annotations"][APPROVED_BY] == pipeline
-    # Re-applied unchanged by the next sync: passes.
-    annotate(cluster, namespace, "from-git", approve_as(pipeline, **ref), user=pipeline)
 
+    # Not listed: refused by scalegate-gitops, however right the rest is.
+    status, message = refused(create, cluster, namespace, from_git, user=pipeline)
+    assert status == 403 and message.endswith(
+        "ValidatingAdmissionPolicy 'scalegate-gitops' with binding 'scalegate-gitops' denied request: "
+        f"{pipeline} may not create a ScalingProposal already approved or rejected: only the GitOps identities "
+        "listed in the ConfigMap scalegate/scalegate-gitops-approvers may; create it without a decision, with "
+        f"scalegate.io/proposed-by: {pipeline}, and let another approver decide")
+
+    core = cluster.core()
+    core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
+                                     {"data": {"identities": f"system:serviceaccount:argocd:argocd\n{pipeline}\n"}})
+    try:
+        def admitted() -> dict | None:
+            try:
+                return create(cluster, namespace, from_git, user=pipeline)
+            except kubernetes.client.ApiException as err:
+                assert "scalegate-gitops" in err.body, err.body  # until the API server reads the new list
+                return None
+        created = wait_for(admitted, timeout=30, interval=0.5, message="the listed pipeline to be admitted")
+        assert created["metadata"]["annotations"][APPROVED_BY] == pipeline
+        # Re-applied unchanged by the next sync: passes.
+        annotate(cluster, namespace, "from-git", approve_as(pipeline, **ref), user=pipeline)
+
+        status, message = refused(create, cluster, namespace, proposal(
+            "own", proposed_by=pipeline, annotations=approve_as(pipeline, **ref)), user=pipeline)
+        assert status == 403 and f"you ({pipeline}) cannot create a proposal already approved or rejected while " \
+                                 "naming yourself in scalegate.io/proposed-by" in message
+        forged = proposal("other", proposed_by=FORECASTER, annotations=approve_as(pipeline, **ref))
+        status, message = refused(create, cluster, namespace, forged, user=pipeline)
+        assert "scalegate.io/proposed-by must name the user who creates the proposal" in message
+        status, message = refused(create, cluster, namespace, proposal(
+            "unnamed", proposed_by="", annotations=approve_as(pipeline, **ref)), user=pipeline)
+        assert status == 422 and "scalegate.io/proposed-by is empty" in message
+        status, message = refused(create, cluster, namespace, proposal(
+            "no-ref", proposed_by=None, annotations=approve_as(pipeline)), user=pipeline)
+        assert status == 422 and message.endswith(
+            PREFIX + "a ScalingProposal created already approved or rejected must say where it was decided: set "
+            "scalegate.io/approval-ref, e.g. to the merge request that approved it")
+        status, message = refused(create, cluster, namespace, proposal(
+            "someone", proposed_by=None, annotations=approve_as("alice", **ref)), user=pipeline)
+        assert message.endswith(f"set scalegate.io/approved-by to your user name, {pipeline}")
+    finally:
+        core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate", {"data": {"identities": ""}})
+    # erin holds no approve (and is not listed): refused by both policies, whichever speaks first.
     status, message = refused(create, cluster, namespace,
-                              proposal("own", proposed_by=pipeline, annotations=approve_as(pipeline)), user=pipeline)
-    assert status == 403 and f"you ({pipeline}) cannot create a proposal already approved or rejected while naming " \
-                             "yourself in scalegate.io/proposed-by" in message
-    forged = proposal("other", proposed_by=FORECASTER, annotations=approve_as(pipeline))
-    status, message = refused(create, cluster, namespace, forged, user=pipeline)
-    assert "scalegate.io/proposed-by must name the user who creates the proposal" in message
-    status, message = refused(create, cluster, namespace,
-                              proposal("nope", proposed_by=None, annotations=approve_as("erin")), user="erin")
-    assert status == 403 and f"erin may not approve or reject ScalingProposals in namespace {namespace}" in message
-    status, message = refused(create, cluster, namespace,
-                              proposal("someone", proposed_by=None, annotations=approve_as("alice")), user=pipeline)
-    assert message.endswith(f"set scalegate.io/approved-by to your user name, {pipeline}")
+                              proposal("nope", proposed_by=None, annotations=approve_as("erin", **ref)), user="erin")
+    assert status == 403 and ("erin may not approve or reject ScalingProposals" in message
+                              or "erin may not create a ScalingProposal already approved" in message)
+
+
+def test_an_empty_proposer_is_refused(cluster: Cluster, namespace: str):
+    status, message = refused(create, cluster, namespace, proposal("empty", proposed_by=""), user=FORECASTER)
+    assert status == 422
+    assert message.endswith(PREFIX + "scalegate.io/proposed-by is empty: set it to your user name, "
+                            f"{FORECASTER}, or leave it out of a proposal you create already approved")
 
 
 # -- what passes untouched ----------------------------------------------------------------
@@ -340,20 +379,21 @@ def test_kopf_annotations_labels_and_finalizers_pass(cluster: Cluster, ns: str):
     assert meta["annotations"][APPROVED_BY] == "alice" and not meta.get("finalizers")
 
 
-def test_status_writes_are_never_judged(cluster: Cluster, ns: str):
+def test_status_writes_are_not_judged_by_this_policy(cluster: Cluster, ns: str):
+    """scalegate-approval never judges status (scalegate-proposal-status does: only the
+    operator writes it), and a /status write cannot change the decision annotations."""
     annotate(cluster, ns, "web-1", approve_as("alice"), user="alice")
     custom = cluster.custom(OPERATOR)
     custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1",
         {"status": {"phase": "Approved", "approvedBy": "alice", "reason": "Approved"}},
         _content_type="application/merge-patch+json")
-    # A full PUT of /status carrying annotations the policy would refuse on the main
-    # resource: the status subresource is not matched (and ignores metadata changes).
-    body = read(cluster, ns, "web-1")
-    body["metadata"]["annotations"][APPROVED_BY] = "mallory"
-    body["status"]["phase"] = "Applied"
-    updated = cluster.custom().replace_namespaced_custom_object_status(GROUP, VERSION, ns, PROPOSAL_PLURAL,
-                                                                       "web-1", body)
+    # A /status patch by the operator carrying annotations the policy would refuse on the
+    # main resource: the status subresource is not matched (and ignores metadata changes).
+    updated = custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-1",
+        {"metadata": {"annotations": {APPROVED_BY: "mallory"}}, "status": {"phase": "Applied"}},
+        _content_type="application/merge-patch+json")
     assert updated["status"]["phase"] == "Applied"
     assert updated["metadata"]["annotations"][APPROVED_BY] == "alice"
     # The same change on the main resource is refused.
