@@ -169,7 +169,7 @@ class Cluster:
         try:
             def denied() -> bool:
                 body = {"apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingProposal",
-                        "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}",
+                        "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}", "labels": {"scalegate.io/policy": "p"},
                                      "annotations": {"scalegate.io/proposed-by": "somebody-else"}},
                         "spec": {"policyRef": {"name": "p"},
                                  "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
