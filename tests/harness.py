@@ -162,6 +162,22 @@ class Cluster:
             self.kubectl("delete", *[f"validatingadmissionpolicybinding/{n}" for n in names],
                          *[f"validatingadmissionpolicy/{n}" for n in names], "--ignore-not-found")
 
+    @contextlib.contextmanager
+    def gitops_identities(self, *users: str):
+        """For a block, list `users` in the ConfigMap scalegate/scalegate-gitops-approvers,
+        the admission policy scalegate-gitops's parameters: who may create a proposal
+        already approved (the GitOps path). Restored afterwards. The API server reads the
+        change within a moment, so retry the first such create until scalegate-gitops admits it."""
+        core = self.core()
+        before = core.read_namespaced_config_map("scalegate-gitops-approvers", "scalegate").data or {}
+        core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
+                                         {"data": {"identities": "\n".join(users)}})
+        try:
+            yield
+        finally:
+            core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
+                                             {"data": {"identities": before.get("identities", "")}})
+
     def wait_until_policy_enforced(self) -> None:
         """A new admission policy is enforced once the API server has loaded it: poll with
         a request it must deny (a proposal with a forged proposer), never sleep."""

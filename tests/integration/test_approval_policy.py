@@ -311,10 +311,7 @@ def test_a_proposal_created_already_decided_needs_a_listed_approver_naming_thems
         "listed in the ConfigMap scalegate/scalegate-gitops-approvers may; create it without a decision, with "
         f"scalegate.io/proposed-by: {pipeline}, and let another approver decide")
 
-    core = cluster.core()
-    core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
-                                     {"data": {"identities": f"system:serviceaccount:argocd:argocd\n{pipeline}\n"}})
-    try:
+    with cluster.gitops_identities("system:serviceaccount:argocd:argocd-application-controller", pipeline):
         def admitted() -> dict | None:
             try:
                 return create(cluster, namespace, from_git, user=pipeline)
@@ -344,8 +341,6 @@ def test_a_proposal_created_already_decided_needs_a_listed_approver_naming_thems
         status, message = refused(create, cluster, namespace, proposal(
             "someone", proposed_by=None, annotations=approve_as("alice", **ref)), user=pipeline)
         assert message.endswith(f"set scalegate.io/approved-by to your user name, {pipeline}")
-    finally:
-        core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate", {"data": {"identities": ""}})
     # erin holds no approve (and is not listed): refused by both policies, whichever speaks first.
     status, message = refused(create, cluster, namespace,
                               proposal("nope", proposed_by=None, annotations=approve_as("erin", **ref)), user="erin")

@@ -31,7 +31,6 @@ from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, GROUP, POLICY_
 OPERATOR = "system:serviceaccount:scalegate:operator"
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
 ADMISSION = MANIFESTS / "base" / "admission"
-GITOPS_CONFIGMAP = ("scalegate", "scalegate-gitops-approvers")
 PROPOSALS, POLICIES = PROPOSAL_PLURAL, POLICY_PLURAL
 
 
@@ -235,18 +234,6 @@ def lifted(cluster: Cluster, probes: Probes, policy_name: str):
     finally:
         cluster.apply_yaml(yaml.safe_dump(_binding_document(policy_name)))
         probes.wait_enforced(policy_name)
-
-
-@contextlib.contextmanager
-def gitops_identities(cluster: Cluster, *users: str):
-    """The ConfigMap a cluster admin edits to name the GitOps pipelines, for a block."""
-    core, (namespace, name) = cluster.core(), GITOPS_CONFIGMAP
-    before = core.read_namespaced_config_map(name, namespace).data or {}
-    core.patch_namespaced_config_map(name, namespace, {"data": {"identities": "\n".join(users)}})
-    try:
-        yield
-    finally:
-        core.patch_namespaced_config_map(name, namespace, {"data": {"identities": before.get("identities", "")}})
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -461,7 +448,7 @@ def test_f04_a_proposal_names_its_creator_and_only_listed_pipelines_create_it_ap
     cluster.core().create_namespaced_service_account(ns, {"metadata": {"name": "deployer"}})
     grant(cluster, ns, pipeline, [{"apiGroups": [GROUP], "resources": [PROPOSALS], "verbs": ["create", "get"]}])
     bind_approver(cluster, ns, pipeline)
-    with gitops_identities(cluster, "system:serviceaccount:argocd:argocd-application-controller", pipeline):
+    with cluster.gitops_identities("system:serviceaccount:argocd:argocd-application-controller", pipeline):
         def created() -> bool:
             try:
                 create(cluster, pipeline, ns, PROPOSALS, proposal(
