@@ -71,6 +71,32 @@ LAST_SUCCESSFUL_ROUND = Gauge(
     registry=REGISTRY)
 
 
+# -- for the alerts (manifests/alerts/scalegate-rules.yaml) -----------------------------
+# Times are exported as timestamps, not ages: a timestamp stays right between updates, and
+# the rules compute the age with time().
+OLDEST_PENDING_CREATED = Gauge(
+    "scalegate_oldest_pending_proposal_creation_timestamp_seconds",
+    "Unix time when the oldest proposal still waiting for a decision (phase Pending) in the namespace was "
+    "created; no series for a namespace without Pending proposals. Set by the operator.",
+    ["namespace"], registry=REGISTRY)
+EARLIEST_PENDING_EXPIRY = Gauge(
+    "scalegate_earliest_pending_proposal_expiry_timestamp_seconds",
+    "Unix time of the earliest spec.validUntil among the namespace's Pending proposals: when the first of "
+    "them expires unapproved; no series for a namespace without Pending proposals. Set by the operator.",
+    ["namespace"], registry=REGISTRY)
+PLAN_BREACHES = Counter(
+    "scalegate_plan_breaches_total",
+    "Steps of approved plans whose realised load exceeded the step's upperBound (each also a PlanBreached "
+    "Event on the proposal). Counted by the forecaster.",
+    ["namespace", "policy"], registry=REGISTRY)
+FORECASTER_EXPECTED_INTERVAL = Gauge(
+    "scalegate_forecaster_expected_round_interval_seconds",
+    "Longest spec.forecast.intervalSeconds among the policies the forecaster evaluates (with a forecast, not "
+    "suspended), 0 when there are none: a working forecaster finishes a successful round at least this often. "
+    "Set by the forecaster each time it lists policies.",
+    registry=REGISTRY)
+
+
 def serve(port: int, address: str = "0.0.0.0") -> None:
     """Expose /metrics on `port` (0 disables)."""
     if port:
