@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -22,12 +23,22 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     except ImportError as err:
         return _dev_tooling_missing(err)
 
-    cluster = DevCluster(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    from .dev.image import ImageError
+    from .dev.node import API_PORT, DevNode, NodeError
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "up" and args.node:
+        # The port that manifests/overlays/dev-node assumes, unless one is asked for.
+        os.environ.setdefault("SCALEGATE_DEV_CLUSTER_PORT", str(API_PORT))
+    cluster = DevCluster(log=log)
     try:
         if args.action == "up":
             cluster.up(timeout=args.timeout)
+            if args.node:
+                DevNode(cluster, log=log).up()
             print(cluster.env())
         elif args.action == "down":
+            DevNode(cluster, log=log).down(quiet=True)  # first: it undoes its changes to the machine
             cluster.down()
         elif args.action == "env":
             if cluster.read_state() is None:
@@ -36,9 +47,39 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             print(cluster.env())
         elif args.action == "status":
             status = cluster.status()
+            status["node"] = DevNode(cluster, log=log).status()
             print(json.dumps(status, indent=2))
             return 0 if status.get("running") and status.get("ready") else 1
-    except (BuildError, DevClusterError) as err:
+    except (BuildError, DevClusterError, NodeError, ImageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _image(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from .dev import DevCluster, image
+        from .dev.node import DevNode, NodeError
+    except ImportError as err:
+        return _dev_tooling_missing(err)
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    context = Path(args.context)
+    if not (context / "operator" / "Dockerfile").exists():
+        print(f"error: {context.resolve()} is not a scalegate checkout (no operator/Dockerfile); "
+              "run from its root or pass --context", file=sys.stderr)
+        return 2
+    try:
+        node = DevNode(DevCluster(log=log), log=log)
+        if args.load and node.read_state() is None:
+            print("error: no dev node runs; start one with `scalegate dev-cluster up --node`", file=sys.stderr)
+            return 1
+        print(image.build_image(context, log=log, tag=args.tag))
+        if args.load:
+            image.load_into_node(node, [args.tag], log=log)
+    except (image.ImageError, NodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
@@ -222,7 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a real local Kubernetes control plane as local processes.")
     dev.add_argument("action", choices=["up", "down", "env", "status"])
     dev.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (up)")
+    dev.add_argument("--node", action="store_true",
+                     help="up: also a real node (containerd + kubelet, built once) that runs Pods on the "
+                          "host's network; needs root (down always stops it)")
     dev.set_defaults(func=_dev_cluster)
+
+    im = sub.add_parser("image", help="build scalegate's image with podman (no Docker) and load it into the dev node",
+                        description="Build operator/Dockerfile with podman (--pull=never, on a locally built "
+                                    "Debian base) and optionally load it into the dev node.")
+    im.add_argument("action", choices=["build"])
+    im.add_argument("--load", action="store_true", help="load it into the dev node (`dev-cluster up --node`)")
+    im.add_argument("--tag", default="localhost/scalegate:dev", help="image name (default: what "
+                    "manifests/overlays/dev-node runs)")
+    im.add_argument("--context", default=".", help="the scalegate checkout to build (default: .)")
+    im.set_defaults(func=_image)
 
     op = sub.add_parser("operator", help="run the operator (applies approved proposals)",
                         description="Watch ScalingProposals and apply approved ones within their "
