@@ -190,6 +190,9 @@ class Probes:
             elif policy_name == "scalegate-proposal-label":
                 cleanup = (PROPOSALS, create(self.cluster, None, ns, PROPOSALS,
                                              self._proposal(f"p-{key}", labels=False))["metadata"]["name"])
+            elif policy_name == "scalegate-proposal-record":
+                cleanup = (PROPOSALS, create(self.cluster, None, ns, PROPOSALS, self._proposal(
+                    f"p-{key}", {"scalegate.io/outcome": "{}"}))["metadata"]["name"])
             elif policy_name == "scalegate-proposal-status":
                 patch_status(self.cluster, None, ns, PROPOSALS, "probe", {"message": f"probe {key}"})
             elif policy_name == "scalegate-policy-status":
@@ -304,6 +307,17 @@ def test_f01_status_rewrites_that_would_replay_an_apply_are_refused(s: Scenario,
     assert status == 403 and message.endswith(denied_by("scalegate-proposal-status") + "ScalingProposal web-1 is "
                                               "Applied, and a terminal phase is final: its record cannot change "
                                               "(a new situation needs a new proposal)")
+    # An open record moves forward only, the operator's own writes included.
+    s.deploy("held", 2)
+    s.create(POLICIES, policy("held", "held", suspend=True))
+    propose(s, "held-1", "held", "held", 2, 3)
+    s.approve("held-1")
+    wait_for(lambda: (s.get_proposal("held-1").get("status") or {}).get("reason") == "PolicySuspended",
+             message="held-1 to wait for its suspended policy")
+    status, message = refused(patch_status, cluster, OPERATOR, ns, PROPOSALS, "held-1", {"phase": "Pending"})
+    assert status == 403 and message.endswith(denied_by("scalegate-proposal-status") + "the phase of "
+                                              "ScalingProposal held-1 only moves forward (Pending, Approved, then "
+                                              "a terminal phase): Approved to Pending is refused")
     wait_steady(lambda: phase(s, "web-1") == "Applied" and phase(s, "web-2") == "Stale"
                 and s.replicas("web") == 4 and applies(s, "web") == 1, duration=3)
 
@@ -342,6 +356,44 @@ def test_f02_forged_apply_records_are_refused(s: Scenario, cluster: Cluster):
         assert message.startswith('scalingproposals.scalegate.io "web-1" is forbidden') and "mallory may not" in message
     wait_steady(lambda: phase(s, "web-1") == "Pending" and not scaled_events(s, "Deployment", "web"), duration=2)
     assert "approvedBy" not in s.get_proposal("web-1")["status"]
+
+
+def test_f02_the_records_the_operator_acts_on_are_written_only_by_it(s: Scenario, cluster: Cluster):
+    """The operator's own record (annotations scalegate.io/applying and scalegate.io/outcome,
+    which it trusts where status is only for people) is out of reach of everyone else:
+    not on create, not by an approver who may patch proposals, and an outcome is final."""
+    ns = s.namespace
+    applied_once(s, "web", "web-1", 4, 6)
+    uid = s.get_proposal("web-1")["metadata"]["uid"]
+    intent = json.dumps({"uid": uid, "replicas": 4, "previousReplicas": 3, "resourceVersion": "1",
+                         "targetUID": "x", "targetGeneration": 1, "approvedBy": "alice", "startedAt": now_text()})
+    outcome = json.dumps({"uid": uid, "phase": "Applied", "reason": "Applied", "message": "m", "at": now_text()})
+    body = proposal("web-2", "web", "web", 6, 7, annotations={PROPOSED_BY: FORECASTER,
+                                                            "scalegate.io/outcome": outcome})
+    status, message = refused(create, cluster, FORECASTER, ns, PROPOSALS, body)
+    assert status == 422 and message.endswith(denied_by("scalegate-proposal-record") + "a new ScalingProposal "
+                                              "cannot carry scalegate.io/outcome: it is the operator's record of "
+                                              "what it did with a proposal; remove it")
+    for record in ({"scalegate.io/applying": intent}, {"scalegate.io/outcome": outcome}):
+        status, message = refused(patch, cluster, "alice", ns, PROPOSALS, "web-1", {"metadata": {"annotations": record}})
+        assert status == 403 and message.endswith(
+            denied_by("scalegate-proposal-record") + f"alice may not change {next(iter(record))} of ScalingProposal "
+            "web-1: it is the record of what the operator did, written only by system:serviceaccount:scalegate:operator")
+    # Written by the operator's identity (if the operator has not written it already), an outcome is final.
+    annotations = s.get_proposal("web-1")["metadata"].get("annotations") or {}
+    if "scalegate.io/outcome" not in annotations:
+        patch(cluster, OPERATOR, ns, PROPOSALS, "web-1", {"metadata": {"annotations": {"scalegate.io/outcome": outcome}}})
+    for change in ({"scalegate.io/outcome": None}, {"scalegate.io/outcome": outcome.replace("Applied", "Failed")}):
+        for user in ("alice", OPERATOR):
+            status, message = refused(patch, cluster, user, ns, PROPOSALS, "web-1", {"metadata": {"annotations": change}})
+            assert status == 403 and message.endswith(
+                denied_by("scalegate-proposal-record") + "ScalingProposal web-1 was decided by the operator "
+                "(scalegate.io/outcome) and that record is final: leave it as it is (a new situation needs a new "
+                "proposal)"), message
+    status, message = refused(patch, cluster, "alice", ns, PROPOSALS, "web-1",
+                              {"metadata": {"annotations": {"scalegate.io/applying": intent}}})
+    assert status == 403 and "alice may not change scalegate.io/applying of ScalingProposal web-1" in message
+    patch(cluster, "alice", ns, PROPOSALS, "web-1", {"metadata": {"annotations": {"example.com/note": "free"}}})
 
 
 def test_f02_operator_records_only_its_own_applies_and_verified_approvers(s: Scenario, cluster: Cluster):
@@ -615,6 +667,18 @@ def test_f10_the_forecaster_cannot_move_the_cooldown(s: Scenario, cluster: Clust
             denied_by("scalegate-policy-status") + "the forecaster writes only ForecastReady, lastForecastTime, "
             "lastProposal and observedGeneration of ScalingPolicy web; lastAppliedTime, lastAppliedProposal and "
             "the other conditions are the operator's record of its applies")
+    # Nor may anyone else with write access to the status subresource, the admin included.
+    for user in ("mallory", None):
+        status, message = refused(patch_status, cluster, user, ns, POLICIES, "web", {"lastAppliedTime": None})
+        assert status == 403 and denied_by("scalegate-policy-status") in message
+        assert "may not change the status of ScalingPolicy web: it is written only by scalegate's operator" in message
+    # And the operator keeps to its own fields: ForecastReady is the forecaster's word.
+    status, message = refused(patch_status, cluster, OPERATOR, ns, POLICIES, "web", {"conditions": [{
+        "type": "ForecastReady", "status": "True", "reason": "Proposed", "message": "forged",
+        "lastTransitionTime": now_text()}]})
+    assert status == 403 and message.endswith(denied_by("scalegate-policy-status") + "the operator writes only "
+                                              "lastAppliedTime, lastAppliedProposal and conditions other than "
+                                              "ForecastReady of ScalingPolicy web; the rest is the forecaster's")
     # Its own fields it still writes, with its own token.
     forecaster.patch_namespaced_custom_object_status(GROUP, VERSION, ns, POLICIES, "web", {"status": {
         "lastForecastTime": now_text(), "lastProposal": "web-2", "conditions": [{

@@ -151,6 +151,7 @@ OPERATOR_MAY = [
     ("get", "deployments", "apps", "scale"), ("update", "deployments", "apps", "scale"),
     ("get", "statefulsets", "apps", "scale"), ("update", "statefulsets", "apps", "scale"),
     ("get", "replicasets", "apps", "scale"), ("update", "replicasets", "apps", "scale"),
+    ("get", "deployments", "apps", ""), ("get", "statefulsets", "apps", ""), ("get", "replicasets", "apps", ""),
     ("list", "horizontalpodautoscalers", "autoscaling", ""), ("watch", "horizontalpodautoscalers", "autoscaling", ""),
     ("create", "events", "", ""),
 ]
@@ -162,7 +163,8 @@ OPERATOR_MAY_NOT = [
     ("approve", "scalingproposals", GROUP, ""), ("create", "scalingproposals", GROUP, ""),
     ("update", "scalingpolicies", GROUP, ""), ("patch", "scalingpolicies", GROUP, ""),
     ("delete", "scalingpolicies", GROUP, ""), ("create", "scalingpolicies", GROUP, ""),
-    ("update", "deployments", "apps", ""), ("patch", "deployments", "apps", ""), ("get", "deployments", "apps", ""),
+    ("update", "deployments", "apps", ""), ("patch", "deployments", "apps", ""), ("list", "deployments", "apps", ""),
+    ("update", "statefulsets", "apps", ""), ("update", "replicasets", "apps", ""),
     ("create", "horizontalpodautoscalers", "autoscaling", ""), ("get", "secrets", "", ""),
     ("list", "pods", "", ""), ("delete", "events", "", ""),
 ]
