@@ -329,6 +329,14 @@ def interval_of(body: dict, default: float = ForecastSpec.interval_seconds) -> f
     return float(value) if isinstance(value, (int, float)) and value > 0 else default
 
 
+def expected_round_interval(policies: list[dict]) -> float:
+    """The longest interval among policies that are forecast (a forecast section, not
+    suspended), 0 without any: the stall alert expects a successful round this often."""
+    intervals = [interval_of(body) for body in policies
+                 if (body.get("spec") or {}).get("forecast") and not (body.get("spec") or {}).get("suspend")]
+    return max(intervals, default=0.0)
+
+
 def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0,
                 stop: threading.Event | None = None) -> None:
     """Every policy on its own interval (spec.forecast.intervalSeconds), until `stop` is
@@ -342,6 +350,7 @@ def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0
             log.warning("cannot list policies: %s", err)
             stop.wait(tick)
             continue
+        metrics.FORECASTER_EXPECTED_INTERVAL.set(expected_round_interval(policies))
         now = time.monotonic()
         ready = [p for p in policies if due.get(_key(p), 0.0) <= now]
         if ready:
