@@ -7,8 +7,9 @@ For each N and run: in a fresh namespace (deleted, with everything in it, before
 run), N Deployments, each with a ScalingPolicy and one proposal, all approved at once;
 reports time until all are Applied, applies per second, the latency from each approval
 (the approving request returned) to the operator's Applied status (seen on a watch), and
-the CPU time per apply of every process sharing the cores. Then a trickle: one approval per second, and the same latency. The operator runs
-as its own ServiceAccount with the RBAC from manifests/, and so does nothing else.
+the CPU time per apply of every process sharing the cores. Then a trickle: one approval per
+second, and the same latency. The operator runs as its own ServiceAccount with the RBAC from
+manifests/, and so does nothing else.
 Prints a table and a JSON summary (medians over runs). Goals on a 2-core machine with the
 API server on it: 1,000 applied in <= 20 s; trickle p99 <= 1 s.
 """
@@ -92,7 +93,8 @@ class Bench:
         log = open(self.state / "operator.log", "ab")
         self.operator = subprocess.Popen(
             [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(self.operator_kubeconfig),
-             "--namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--workers", str(self.workers)],
+             "--namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+             "--workers", str(self.workers)],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while "scalegate operator started" not in (self.state / "operator.log").read_text(errors="replace"):
@@ -235,7 +237,7 @@ def burst(bench: Bench, count: int) -> dict:
         cpu_before = process_cpu(bench)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            approved = dict(zip(names, pool.map(lambda n: bench.approve(namespace, n), names)))
+            approved = dict(zip(names, pool.map(lambda n: bench.approve(namespace, n), names), strict=True))
         figures = _latency_figures(watcher, names, approved, count, timeout=600)
         cpu_after = process_cpu(bench)
         applied = max(1, len(watcher.applied))

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 
-# As `scalegate forecaster` does: one BLAS thread per fitting process (set before numpy loads).
-for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+# As `scalegate forecaster` does: one BLAS thread per fitting process (set before numpy loads;
+# ruff's E402 lets os.environ changes come before imports, not a loop that makes them).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
+import argparse
 import collections
 import concurrent.futures
 import json
@@ -36,11 +38,11 @@ import numpy as np
 import pandas as pd
 
 from scalegate.dev import DevCluster, kubectl_path
+from scalegate.dev.localprom import LocalPrometheus, backfill, free_port, shift_to_end
 from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster, default_pool
 from scalegate.kube import Kube, api_client
-from scalegate.dev.localprom import LocalPrometheus, backfill, free_port, shift_to_end
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR") or REPO / "tests" / "data" / "load")

@@ -183,8 +183,8 @@ class Operator:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scalegate.cli", "operator", "--kubeconfig", str(bench.operator_kubeconfig),
-             "--namespace", namespace, "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}", "--health-probe-bind-address", "0",
-             "--workers", str(workers)],
+             "--namespace", namespace, "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}",
+             "--health-probe-bind-address", "0", "--workers", str(workers)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()

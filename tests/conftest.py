@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from harness import Cluster, start_cluster
 
 _MARK_BY_DIR = {"unit": "unit", "integration": "integration", "e2e_kind": "e2e_kind"}

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from harness import Cluster, wait_for
+
 from scalegate.dev.cluster import free_port, stop_process
 
 GROUP, VERSION = "scalegate.io", "v1alpha1"

@@ -91,7 +91,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from . import handlers
+    from . import handlers  # noqa: F401  (importing it registers the kopf handlers)
     from .settings import OperatorSettings, SettingsError, bind_address, process_identity, resolve
 
     try:
@@ -115,7 +115,8 @@ def _operator(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         # kopf's own guess of an identity asks for a user name, which a uid without a
         # passwd entry (the image's) does not have.
-        identity=process_identity(),
+        # kopf types it as its own NewType(str), which it does not export.
+        identity=process_identity(),  # type: ignore[arg-type]
         liveness_endpoint=f"http://{health[0]}:{health[1]}/healthz" if health else None,
         memo=kopf.Memo(settings=settings),
     )

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from harness import Cluster
 from operator_harness import OperatorProcess, Scenario
 

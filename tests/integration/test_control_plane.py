@@ -11,9 +11,9 @@ import uuid
 
 import kubernetes
 import pytest
-
 from harness import Cluster, wait_for
-from scalegate.dev import DevCluster, KUBERNETES_VERSION
+
+from scalegate.dev import KUBERNETES_VERSION, DevCluster
 from scalegate.dev.cluster import _pid_is
 
 

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import Cluster, load_dir
 from operator_harness import Scenario
 from prometheus_harness import PrometheusHarness, binaries_available
+
 from scalegate import metrics
 from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster
-from scalegate.kube import api_client
-from scalegate.kube import Kube
+from scalegate.kube import Kube, api_client
 
 SERIES = load_dir() / "nasa_http_jul95_5min.csv"
 

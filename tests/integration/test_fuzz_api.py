@@ -43,7 +43,6 @@ import kubernetes
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
-
 from operator_harness import Scenario, deployment
 
 GROUP, VERSION = "scalegate.io", "v1alpha1"
@@ -1260,7 +1259,8 @@ def test_time_fields_refuse_lists(scenario: Scenario, field_name: str, spec: dic
     body["spec"].update(spec)
     with pytest.raises(kubernetes.client.ApiException) as refused:
         s.create(PROPOSALS, body)
-    assert refused.value.status == 422 and f"{field_name} must be an RFC 3339 date-time" in refusal_message(refused.value)
+    assert refused.value.status == 422
+    assert f"{field_name} must be an RFC 3339 date-time" in refusal_message(refused.value)
 
 
 @pytest.mark.parametrize("plural, status", [
@@ -1285,8 +1285,8 @@ def test_status_time_fields_refuse_lists_and_accept_times(scenario: Scenario, pl
     with pytest.raises(kubernetes.client.ApiException) as refused:
         s.custom.patch_namespaced_custom_object_status(GROUP, VERSION, s.namespace, plural, "st", {"status": status})
     assert refused.value.status == 422 and "must be an RFC 3339 date-time" in refusal_message(refused.value)
-    valid = json.loads(json.dumps(status).replace("[]", '"2030-01-01T00:00:00Z"').replace("[1]", '"2030-01-01T00:00:00Z"')
-                       .replace('["2030-01-01T00:00:00Z"]', '"2030-01-01T00:00:00Z"'))
+    stamp = '"2030-01-01T00:00:00Z"'  # a JSON string
+    valid = json.loads(json.dumps(status).replace("[]", stamp).replace("[1]", stamp).replace(f"[{stamp}]", stamp))
     s.custom.patch_namespaced_custom_object_status(GROUP, VERSION, s.namespace, plural, "st", {"status": valid})
 
 

@@ -21,15 +21,26 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import Cluster, load_dir, wait_for
 from prometheus_harness import PrometheusHarness, binaries_available
+
 from scalegate.dev import write_kubeconfig
 from scalegate.dev.pki import create_pki, issue_client_cert
 from scalegate.forecast import load_csv
+from scalegate.model import (
+    APPROVAL_REF,
+    APPROVED,
+    APPROVED_BY,
+    DECISION_REASON,
+    GROUP,
+    POLICY_PLURAL,
+    PROPOSAL_PLURAL,
+    PROPOSED_BY,
+    REJECTED,
+    REJECTED_BY,
+    VERSION,
+)
 from scalegate.plugin.render import number
-from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, POLICY_PLURAL,
-                             PROPOSAL_PLURAL, PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
 
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
 OPERATOR = "system:serviceaccount:scalegate:operator"

@@ -21,7 +21,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from harness import Cluster, wait_for
 from operator_harness import OperatorProcess, Scenario, policy, proposal
 

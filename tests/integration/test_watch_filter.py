@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import kubernetes
 import pytest
-
 from harness import Cluster
+
 from scalegate.kube import Kube
 from scalegate.model import GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, PROPOSAL_PLURAL, VERSION, Phase
 

@@ -12,11 +12,19 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from scalegate.plugin import cli as kubectl_plugin
-from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, PROPOSED_BY, REJECTED,
-                             REJECTED_BY, Proposal)
 from scalegate import kube
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
+from scalegate.model import (
+    APPROVAL_REF,
+    APPROVED,
+    APPROVED_BY,
+    DECISION_REASON,
+    PROPOSED_BY,
+    REJECTED,
+    REJECTED_BY,
+    Proposal,
+)
+from scalegate.plugin import cli as kubectl_plugin
 from scalegate.plugin import explain, render
 
 NOW = dt.datetime(2026, 11, 26, 21, 0, tzinfo=dt.timezone.utc)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from scalegate.settings import (ForecasterSettings, OperatorSettings, SettingsError, bind_address,
-                                process_identity, resolve)
+from scalegate.settings import (
+    ForecasterSettings,
+    OperatorSettings,
+    SettingsError,
+    bind_address,
+    process_identity,
+    resolve,
+)
 
 
 def test_defaults_then_environment_then_flags():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 
 import pytest
 
@@ -241,8 +242,8 @@ def test_worker_exception_is_retried_with_growing_capped_backoff(mocker):
         await settle()
         delays = [call.args[1] for call in add.call_args_list if len(call.args) > 1]
         assert delays == [0.01, 0.02, 0.04, 0.04]
-        gaps = [b[1] - a[1] for a, b in zip(worker.calls, worker.calls[1:])]
-        assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, delays))
+        gaps = [b[1] - a[1] for a, b in itertools.pairwise(worker.calls)]
+        assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, delays, strict=True))
         assert worker.count() == 5  # success with None: no further retries
         await queue.stop()
 

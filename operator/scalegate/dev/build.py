@@ -164,7 +164,8 @@ def build_kubernetes(cache_dir: Path, log: Log, version: str = KUBERNETES_VERSIO
 
     # A module with replace directives cannot be `go install`ed, so require it from a
     # scratch module that replaces each staging module with its published version.
-    (workdir / "go.mod").write_text(f"module scalegate.local/kubernetes-build\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes {version}\n")
+    (workdir / "go.mod").write_text(
+        f"module scalegate.local/kubernetes-build\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes {version}\n")
     staging = _staging_modules(go, version, workdir)
     replaces = "\n".join(f"\t{m} => {m} {staging_version(version)}" for m in staging)
     (workdir / "go.mod").write_text(

@@ -23,12 +23,12 @@ from typing import Callable
 import kubernetes
 import yaml
 
-from .build import default_cache_dir, kubectl_path
-from .cluster import DevCluster, write_kubeconfig
 from ..forecast import load_csv
 from ..forecast.prometheus import PrometheusSettings, PrometheusSource
 from ..forecaster import Forecaster
 from ..kube import Kube, api_client
+from .build import default_cache_dir, kubectl_path
+from .cluster import DevCluster, write_kubeconfig
 from .localprom import LocalPrometheus, backfill, binaries_available, selector, shift_to_end
 
 NAMESPACE = "scalegate-demo"
@@ -65,8 +65,12 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
 
 def _token_kubeconfig(admin: Path, namespace: str, account: str, out: Path) -> Path:
     client = api_client(str(admin))
-    token = kubernetes.client.CoreV1Api(client).create_namespaced_service_account_token(
-        account, namespace, {"spec": {"expirationSeconds": 86400}}).status.token
+    request = kubernetes.client.AuthenticationV1TokenRequest(
+        spec=kubernetes.client.V1TokenRequestSpec(expiration_seconds=86400))
+    issued = kubernetes.client.CoreV1Api(client).create_namespaced_service_account_token(account, namespace, request)
+    token = issued.status.token if issued.status else None
+    if not token:
+        raise RuntimeError(f"the API server issued no token for {namespace}/{account}")
     config = yaml.safe_load(admin.read_text())
     context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
     cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
@@ -124,12 +128,14 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
         else:
             log("      a local control plane was already running: the demo uses it and leaves it running")
     state["kubeconfig"] = str(admin)
-    admin_user = Kube(api_client(str(admin))).whoami()
+    admin_kube = Kube(api_client(str(admin)))
+    admin_user = admin_kube.whoami()
 
     # 2. scalegate's API, RBAC and admission policy (the operator runs locally, below).
     log(f"[{next(step)}/{total}] installing scalegate's CRDs, RBAC and approval admission policy")
     with resources.as_file(resources.files("scalegate.dev") / "install") as install:
-        _kubectl(admin, "apply", "--server-side", "--force-conflicts", "-f", str(install / "crds"))
+        # Resolved: in a source tree install/crds is a symlink, which kubectl's -f reads as a file.
+        _kubectl(admin, "apply", "--server-side", "--force-conflicts", "-f", str((install / "crds").resolve()))
         _kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s",
                  "crd/scalingpolicies.scalegate.io", "crd/scalingproposals.scalegate.io")
         base = install / "manifests" / "base"
@@ -170,7 +176,10 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
     forecaster_kubeconfig = _token_kubeconfig(admin, "scalegate", "forecaster", directory / "forecaster.kubeconfig")
     kube = Kube(api_client(str(forecaster_kubeconfig)), component="scalegate-forecaster")
     forecaster = Forecaster(kube=kube, source=PrometheusSource(PrometheusSettings(url=prometheus.url)))
-    result = forecaster.run_policy(kube.get_policy(NAMESPACE, "web"))
+    policy = kube.get_policy(NAMESPACE, "web")
+    if policy is None:
+        raise RuntimeError(f"the policy {NAMESPACE}/web applied above is gone")
+    result = forecaster.run_policy(policy)
     log(f"      {result.outcome}: {result.message}")
     if result.proposal is None:
         log("      no proposal this round (see the reason above); the policy's status says the same:")
@@ -180,7 +189,8 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
 
     # 7. What a person sees.
     log(f"[{next(step)}/{total}] pending proposals:")
-    _wait_phase(kube, name, "Pending")
+    # Watched as the admin: the forecaster may create proposals but not read them.
+    _wait_phase(admin_kube, name, "Pending")
     for line in _kubectl(admin, "get", "sprop", "-n", NAMESPACE, "-o", "wide").splitlines():
         log(f"      {line}")
     log(_instructions(admin, admin_user, name))
@@ -192,7 +202,7 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
             "scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals", name,
             {"metadata": {"annotations": {"scalegate.io/approved": "true", "scalegate.io/approved-by": admin_user,
                                           "scalegate.io/decision-reason": "approved by `scalegate demo --approve`"}}})
-        status = _wait_phase(kube, name, "Applied")
+        status = _wait_phase(admin_kube, name, "Applied")
         log(f"      Applied: {status.get('message')}")
         for line in _kubectl(admin, "get", "deploy", "web", "-n", NAMESPACE).splitlines():
             log(f"      {line}")

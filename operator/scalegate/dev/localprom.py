@@ -64,7 +64,7 @@ def write_openmetrics(path: Path, metric: str, series: list[tuple[pd.Series, dic
             label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
             # Seconds since the epoch whatever the index's resolution (pandas may use us or ns).
             seconds = (values.index - pd.Timestamp(0, tz=values.index.tz)) / pd.Timedelta(seconds=1)
-            for stamp, value in zip(seconds, values.to_numpy()):
+            for stamp, value in zip(seconds, values.to_numpy(), strict=True):
                 out.write(f"{metric}{{{label_text}}} {_number(value)} {stamp:.3f}\n")
         out.write("# EOF\n")
 
@@ -110,18 +110,18 @@ class LocalPrometheus:
         config = self.data_dir.parent / "prometheus.yml"
         config.write_text("global:\n  scrape_interval: 1m\nscrape_configs: []\n", encoding="utf-8")
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
+            process = self.process = subprocess.Popen(
                 [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.data_dir}",
                  f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=self.detached)
-        self._wait_ready(timeout)
+        self._wait_ready(process, timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, process: subprocess.Popen, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
                     if response.status == 200:

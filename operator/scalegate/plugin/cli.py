@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from typing import Callable
+from typing import Callable, TypeVar
 
 from ..kube import ConfigError, Connection, KubeError, Unavailable, connect
 from ..model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
@@ -27,6 +27,7 @@ from ..settings import ForecasterSettings, add_prometheus_flags, resolve
 from . import render
 
 Connect = Callable[[str | None, str | None], Connection]
+T = TypeVar("T")
 
 EXAMPLES = """examples:
   kubectl scalegate list -A
@@ -138,7 +139,14 @@ def cmd_list(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
-def _try(what: str, fn: Callable[[], object]) -> tuple[object | None, str]:
+def _proposal(conn: Connection, namespace: str, name: str) -> dict:
+    """The proposal, or the server's NotFound raised as a KubeError."""
+    proposal = conn.kube.get_proposal(namespace, name, missing_ok=False)
+    assert proposal is not None  # missing_ok=False raises instead of returning None
+    return proposal
+
+
+def _try(what: str, fn: Callable[[], T]) -> tuple[T | None, str]:
     """Optional context for show/explain: a refusal becomes a note, not a failure."""
     try:
         return fn(), ""
@@ -150,7 +158,7 @@ def _try(what: str, fn: Callable[[], object]) -> tuple[object | None, str]:
 
 def cmd_show(args: argparse.Namespace, conn: Connection) -> int:
     namespace = _namespace(args, conn)
-    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)
+    proposal = _proposal(conn, namespace, args.name)
     spec = proposal.get("spec") or {}
     policy_name = (spec.get("policyRef") or {}).get("name") or ""
     policy, policy_error = _try("policy not readable",
@@ -181,10 +189,10 @@ def decision_annotations(verdict: str, user: str, reason: str | None, ref: str |
 
 def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
     namespace = _namespace(args, conn)
-    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)  # else: the server's NotFound
+    proposal = _proposal(conn, namespace, args.name)  # else: the server's NotFound
     user = conn.kube.whoami()
     wanted = decision_annotations(args.verdict, user, args.reason, args.ref)
-    current = render.annotations(proposal)
+    current = render.annotations_of(proposal)
     ref = f"{render.KIND_REF}/{args.name}"
     if all(current.get(key) == value for key, value in wanted.items()):
         _out(f"{ref} already {args.verdict} by {user}")
@@ -211,7 +219,7 @@ def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
         except ValueError as err:
             return _fail(f"error: {err}")
     namespace = _namespace(args, conn)
-    proposal = conn.kube.get_proposal(namespace, args.name, missing_ok=False)
+    proposal = _proposal(conn, namespace, args.name)
     policy_name = ((proposal.get("spec") or {}).get("policyRef") or {}).get("name") or ""
     policy, policy_error = _try("policy not readable",
                                 lambda: conn.kube.get_policy(namespace, policy_name, missing_ok=False))

@@ -79,10 +79,10 @@ class ExplainedProposal:
         if ev.horizon_end is not None:
             end = max(end, min(ev.horizon_end, now))
         span = max((end - ev.window_start).total_seconds(), 1.0)
-        step = ev.resolution_seconds or 0
-        if not step and ev.points and ev.points > 1:
-            step = (ev.window_end - ev.window_start).total_seconds() / (ev.points - 1)
-        step = max(int(step) or 300, math.ceil(span / MAX_POINTS), 1)
+        recorded: float = ev.resolution_seconds or 0
+        if not recorded and ev.points and ev.points > 1:
+            recorded = (ev.window_end - ev.window_start).total_seconds() / (ev.points - 1)
+        step = max(int(recorded) or 300, math.ceil(span / MAX_POINTS), 1)
         return ev.window_start, end, step
 
 
@@ -192,9 +192,9 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
 
     lines += ["", "Load history"]
     if history is not None and len(history):
-        in_window = [v for t, v in zip(history.times, history.values)
+        in_window = [v for t, v in zip(history.times, history.values, strict=True)
                      if ev.window_end is None or t <= ev.window_end]
-        after = [(t, v) for t, v in zip(history.times, history.values)
+        after = [(t, v) for t, v in zip(history.times, history.values, strict=True)
                  if ev.window_end is not None and t > ev.window_end]
         summed = f" (sum of {history.series} series)" if history.series > 1 else ""
         if in_window:
@@ -250,41 +250,33 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
 
     view = ExplainedProposal.of(proposal)
     ev = view.evidence
-    has_history = history is not None and len(history) > 0
-    fig = Figure(figsize=(15, 5.8) if has_history else (12.5, 5.5), dpi=100)
+    shown = history if history is not None and len(history) > 0 else None
+    fig = Figure(figsize=(15, 5.8) if shown is not None else (12.5, 5.5), dpi=100)
     FigureCanvasAgg(fig)
-    if has_history:
+    forecast_at = ev.window_end or (shown.times[-1] if shown is not None else now)
+    horizon_end = ev.horizon_end or (forecast_at + dt.timedelta(hours=1))
+    pspec = (policy or {}).get("spec") or {}
+    if shown is not None:
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 2.2])
         overview, detail = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
-    else:
-        overview, detail = None, fig.add_subplot(1, 1, 1)
-
-    forecast_at = ev.window_end or (history.times[-1] if has_history else now)
-    horizon_end = ev.horizon_end or (forecast_at + dt.timedelta(hours=1))
-    zoom = max(ZOOM_SECONDS, 6 * (ev.horizon_seconds or 0))
-    detail_start = forecast_at - dt.timedelta(seconds=zoom) if has_history else forecast_at
-    if has_history:
-        detail_start = max(detail_start, history.times[0])
-
-    pspec = (policy or {}).get("spec") or {}
-    notes: list[str] = []
-    for ax, x0, x1, legend in ((detail, detail_start, horizon_end, True),
-                               (overview, history.times[0] if has_history else None, horizon_end, False)):
-        if ax is None:
-            continue
-        shown = history if has_history else None
-        notes = _draw(ax, view, pspec, shown, x0, x1, legend=legend)
-    if overview is not None:
-        overview.set_title(f"fitted window ({human_duration((forecast_at - history.times[0]).total_seconds())})",
+        zoom = max(ZOOM_SECONDS, 6 * (ev.horizon_seconds or 0))
+        detail_start = max(forecast_at - dt.timedelta(seconds=zoom), shown.times[0])
+        _draw(detail, view, pspec, shown, detail_start, horizon_end, legend=True)
+        # The notes (what did not fit) are the overview's: it spans the whole window.
+        notes = _draw(overview, view, pspec, shown, shown.times[0], horizon_end, legend=False)
+        overview.set_title(f"fitted window ({human_duration((forecast_at - shown.times[0]).total_seconds())})",
                            fontsize=10)
         detail.set_title("forecast", fontsize=10)
+    else:
+        detail = fig.add_subplot(1, 1, 1)
+        notes = _draw(detail, view, pspec, None, forecast_at, horizon_end, legend=True)
     fig.suptitle(f"{view.namespace}/{view.name}: {view.target} {view.current} \u2192 {view.replicas} replicas",
                  fontsize=13)
     footer = [textwrap.shorten(view.reason, 170)] if view.reason else []
     if ev.query:
         footer.append(textwrap.shorten(f"query: {ev.query}", 170))
     footer += notes
-    if not has_history:
+    if shown is None:
         footer.append("no load history (pass --prometheus-url to draw it)")
     fig.text(0.01, 0.01, "\n".join(footer), fontsize=8, color="0.3", va="bottom")
     fig.tight_layout(rect=(0, 0.02 + 0.03 * len(footer), 1, 1))
@@ -299,7 +291,7 @@ def _draw(ax, view: ExplainedProposal, pspec: Mapping[str, Any], history: Histor
 
     tops: list[float] = []
     if history is not None:
-        pairs = [(t, v) for t, v in zip(history.times, history.values) if x0 <= t <= x1]
+        pairs = [(t, v) for t, v in zip(history.times, history.values, strict=True) if x0 <= t <= x1]
         if pairs:
             ax.plot([t for t, _ in pairs], [v for _, v in pairs], color="tab:blue", linewidth=1.1, label="load")
             tops.append(max(v for _, v in pairs))
@@ -308,15 +300,15 @@ def _draw(ax, view: ExplainedProposal, pspec: Mapping[str, Any], history: Histor
         if ev.horizon_end is not None:
             ax.axvspan(ev.window_end, ev.horizon_end, color="tab:orange", alpha=0.15,
                        label=f"horizon ({human_duration(ev.horizon_seconds or 0)})")
-    if ev.predicted_peak is not None or ev.upper_bound is not None:
+    centre = ev.predicted_peak if ev.predicted_peak is not None else ev.upper_bound
+    if centre is not None:
         moment = ev.peak_time or (x0 + (x1 - x0) / 2)
-        centre = ev.predicted_peak if ev.predicted_peak is not None else ev.upper_bound
         lower = ev.lower_bound if ev.lower_bound is not None else centre
         upper = ev.upper_bound if ev.upper_bound is not None else centre
-        level = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
+        confidence = f"{ev.confidence:.0%} " if ev.confidence is not None else ""
         ax.errorbar([moment], [centre], yerr=[[max(centre - lower, 0)], [max(upper - centre, 0)]], fmt="o",
                     color="tab:orange", ecolor="tab:orange", capsize=7, markersize=6, linewidth=2, zorder=5,
-                    label=f"predicted peak {number(centre)} ({level}interval {number(lower)}..{number(upper)})")
+                    label=f"predicted peak {number(centre)} ({confidence}interval {number(lower)}..{number(upper)})")
         tops.append(upper)
     if ev.capacity_per_replica:
         if view.current is not None:

@@ -13,8 +13,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from ..model import (GROUP, PROPOSAL_KIND, PROPOSAL_PLURAL, DecisionAnnotations, Evidence, InvalidObject, Policy,
-                     format_time, parse_time)
+from ..model import (
+    GROUP,
+    PROPOSAL_KIND,
+    PROPOSAL_PLURAL,
+    DecisionAnnotations,
+    Evidence,
+    InvalidObject,
+    Policy,
+    format_time,
+    parse_time,
+)
 from ..rules import MAX_REPLICAS, MAX_STEP_DOWN, MAX_STEP_UP, MIN_REPLICAS, Bounds
 
 NONE = "<none>"
@@ -110,7 +119,7 @@ def _status(obj: Mapping) -> Mapping:
     return obj.get("status") or {}
 
 
-def annotations(obj: Mapping) -> Mapping[str, str]:
+def annotations_of(obj: Mapping) -> Mapping[str, str]:
     return _meta(obj).get("annotations") or {}
 
 
@@ -121,7 +130,7 @@ def target_text(obj: Mapping) -> str:
 
 def decision_of(obj: Mapping) -> DecisionAnnotations:
     """The decision annotations, read as the operator reads them."""
-    return DecisionAnnotations.parse(annotations(obj))
+    return DecisionAnnotations.parse(annotations_of(obj))
 
 
 def decided_by(obj: Mapping) -> tuple[str, str]:

@@ -5,12 +5,11 @@ import socket
 import numpy as np
 import pandas as pd
 import pytest
-
+from harness import load_dir
 from prometheus_harness import PrometheusHarness, binaries_available
+
 from scalegate.forecast import ForecastError, forecast_series, load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
-
-from harness import load_dir
 
 pytestmark = [
     pytest.mark.integration,
