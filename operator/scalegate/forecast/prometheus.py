@@ -91,13 +91,19 @@ class PrometheusSettings:
 
 
 class PrometheusOptions(Protocol):
-    """The Prometheus fields of a component's settings (see `PrometheusSettings.of`)."""
+    """The Prometheus fields of a component's settings (see `PrometheusSettings.of`);
+    read-only, so frozen settings dataclasses match."""
 
-    prometheus_url: str
-    prometheus_token_file: str | None
-    prometheus_ca_file: str | None
-    prometheus_insecure: bool
-    prometheus_timeout: float
+    @property
+    def prometheus_url(self) -> str: ...
+    @property
+    def prometheus_token_file(self) -> str | None: ...
+    @property
+    def prometheus_ca_file(self) -> str | None: ...
+    @property
+    def prometheus_insecure(self) -> bool: ...
+    @property
+    def prometheus_timeout(self) -> float: ...
 
 
 def connect(settings: PrometheusSettings) -> PrometheusConnect:
