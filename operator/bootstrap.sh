@@ -10,6 +10,15 @@ action="${1:-setup}"; shift || true
 install_system_packages() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  if [ "$(id -u)" = 0 ]; then
+    # The dev node of the end-to-end tests (tests/e2e), which needs root anyway: podman
+    # builds the image on a base that mmdebstrap makes, runc runs the containers, and a
+    # C compiler builds the pause image. Without root those tests are skipped.
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+    command -v runc >/dev/null 2>&1 || missing+=(runc)
+    command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "scalegate needs: ${missing[*]} (Debian packages); install them or run as root" >&2
@@ -42,6 +51,10 @@ case "$action" in
   test)
     # Build the control plane first, with progress, so the tests do not look hung.
     .venv/bin/python -c "from scalegate.dev import ensure_binaries; ensure_binaries()"
+    # And the dev node's kubelet, containerd and images (cached like the control plane;
+    # a failure here is reported again, in full, by the end-to-end tests).
+    .venv/bin/python -c "from scalegate.dev.node import prepare; prepare('.')" \
+      || echo "== the dev node could not be prepared; tests/e2e will say why" >&2
     exec .venv/bin/python -m pytest "$@" ;;
   *) echo "usage: bash operator/bootstrap.sh [setup|demo|test] [args]" >&2; exit 2 ;;
 esac

@@ -164,6 +164,21 @@ def ensure_node_binaries(cache_dir: Path | None = None, log: Log = print) -> Nod
     return NodeBinaries(kubelet=build_kubelet(cache_dir, log), containerd_dir=build_containerd(cache_dir, log))
 
 
+def prepare(repo: Path | str = ".", cache_dir: Path | None = None, log: Log = print) -> bool:
+    """Build, or find cached, everything the dev node's tests need: the kubelet,
+    containerd, the base, pause and scalegate images. False (and why, in the log) where
+    this machine cannot run a node, so that callers go on without it."""
+    from .image import ensure_images, image_support
+
+    reason = node_support() or image_support()
+    if reason:
+        log(f"no dev node on this machine ({reason}); its end-to-end tests will be skipped")
+        return False
+    ensure_node_binaries(cache_dir, log)
+    ensure_images(Path(repo), cache_dir, log)
+    return True
+
+
 # -- can this machine run a node? -------------------------------------------------------
 def node_support() -> str | None:
     """None when this machine can run the dev node, else why not (tests skip with it)."""
