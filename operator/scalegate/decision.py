@@ -7,11 +7,13 @@ what they mean. Each returns an `Outcome` that stops the apply, or None to go on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
-from .model import Phase, Policy, Proposal, TargetRef, format_time
+from .model import InvalidObject, Phase, Policy, Proposal, TargetRef, format_time, parse_time
+from .records import ApplyIntent
 
 
 class Reason:
@@ -36,6 +38,9 @@ class Reason:
     CONFLICTING_AUTOSCALER = "ConflictingAutoscaler"
     INVALID_PROPOSAL = "InvalidProposal"
     INVALID_POLICY = "InvalidPolicy"
+    CONFLICTING_POLICY = "ConflictingPolicy"
+    TARGET_MANAGED = "TargetManaged"
+    INVALID_RECORD = "InvalidRecord"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,31 @@ class Outcome:
 
 def _seconds_until(moment: dt.datetime, now: dt.datetime) -> float:
     return max(0.0, (moment - now).total_seconds())
+
+
+def later(moment: dt.datetime, seconds: float) -> dt.datetime | None:
+    """`moment` plus `seconds`, or None when that is no representable time (past the year
+    9999): a time out of range is an answer here, never an OverflowError that would fail
+    the same reconcile again and again."""
+    try:
+        return moment + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
+def with_ttl(proposal: Proposal, policy: Policy | None) -> Proposal:
+    """The proposal as the operator judges it: valid until the earlier of its validUntil and
+    its creation plus the policy's proposalTTLSeconds (the CRD's default when the policy
+    cannot be read). Capped, not refused: the forecaster sets validUntil from the same TTL,
+    so only a proposal written by hand claims longer, and it simply expires on time; every
+    check that looks at expiry (check 1, the waits, the cooldown) sees the capped time."""
+    if proposal.created is None:
+        return proposal
+    ttl = policy.proposal_ttl_seconds if policy is not None else Policy.proposal_ttl_seconds
+    end = later(proposal.created, ttl)
+    if end is None or end >= proposal.valid_until:
+        return proposal
+    return dataclasses.replace(proposal, valid_until=end)
 
 
 def check_expiry_rejection_supersession(proposal: Proposal, now: dt.datetime,
@@ -130,6 +160,54 @@ def check_policy(proposal: Proposal, policy: Policy | None, now: dt.datetime) ->
     return None
 
 
+def policy_claims(bodies: Iterable[Mapping[str, Any]]) -> list[tuple[str, dt.datetime | None, TargetRef]]:
+    """(name, creationTimestamp, targetRef) of each policy among `bodies` whose target can be
+    read (a policy whose spec cannot be parsed at all still claims its target if that much
+    of it is readable)."""
+    claims = []
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        try:
+            target = TargetRef.parse((body.get("spec") or {}).get("targetRef"), "spec.targetRef")
+            created = parse_time(meta.get("creationTimestamp"))
+        except InvalidObject:
+            continue
+        claims.append((str(meta.get("name") or ""), created, target))
+    return claims
+
+
+def check_target_claim(policy: Policy, policy_created: dt.datetime | None,
+                       claims: Iterable[tuple[str, dt.datetime | None, TargetRef]]) -> Outcome | None:
+    """Check 2, continued: one policy per target. The cooldown and step limits are "on this
+    target" (the contract), and a second policy for the same target would bring its own
+    cooldown clock and limits, so the oldest policy (creation time, then name) governs the
+    target and a proposal of any later one is refused. Refusing is simpler to reason about
+    than merging the limits of several policies, and it says plainly what to fix."""
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    rivals = [(created or epoch, name) for name, created, target in claims
+              if target.same_object(policy.target)]
+    rivals.append((policy_created or epoch, policy.name))
+    winner = min(rivals)[1]
+    if winner == policy.name:
+        return None
+    return Outcome(Phase.FAILED, Reason.CONFLICTING_POLICY,
+                   f"policy {policy.name} targets {policy.target.describe()}, which the older policy {winner} "
+                   "already governs: one policy per target, so that its cooldown and step limits hold; "
+                   f"nothing was applied (delete policy {policy.name} or point it at another target)")
+
+
+def check_controller(proposal: Proposal, controller: tuple[str, str] | None) -> Outcome | None:
+    """Check 4, first: the target is not controlled by another object (an ownerReference with
+    controller: true, e.g. the ReplicaSet of a Deployment), whose controller would put its
+    replicas back at once and make any receipt false."""
+    if controller is None:
+        return None
+    kind, name = controller
+    return Outcome(Phase.FAILED, Reason.TARGET_MANAGED,
+                   f"{proposal.target.describe()} is controlled by {kind} {name}, which sets its replicas and "
+                   f"would undo any change; nothing was applied (propose for {kind} {name} instead)")
+
+
 def check_bounds(proposal: Proposal, policy: Policy) -> Outcome | None:
     """Check 3: within [min, max] and the step limits (`rules.Bounds`, the same rule the
     forecaster sizes with and the plugin shows). Out of bounds is rejected, never clamped."""
@@ -149,16 +227,25 @@ def check_staleness(proposal: Proposal, live_replicas: int) -> Outcome | None:
     return None
 
 
-def cooldown_remaining(policy: Policy, now: dt.datetime) -> float:
+def cooldown_remaining(policy: Policy, now: dt.datetime) -> float | None:
+    """Seconds until the cooldown ends (0 when it has), or None when its end is no
+    representable time (a lastAppliedTime near the year 9999)."""
     if policy.last_applied_time is None or policy.cooldown_seconds <= 0:
         return 0.0
-    ends = policy.last_applied_time + dt.timedelta(seconds=policy.cooldown_seconds)
-    return _seconds_until(ends, now)
+    ends = later(policy.last_applied_time, policy.cooldown_seconds)
+    return None if ends is None else _seconds_until(ends, now)
 
 
 def check_cooldown(proposal: Proposal, policy: Policy, now: dt.datetime) -> Outcome | None:
     """Check 5: enough time since the last apply on this target; otherwise wait (still Approved)."""
     remaining = cooldown_remaining(policy, now)
+    if remaining is None:
+        assert policy.last_applied_time is not None
+        return Outcome(Phase.FAILED, Reason.INVALID_POLICY,
+                       f"the cooldown of policy {policy.name} cannot be computed: its status.lastAppliedTime "
+                       f"{format_time(policy.last_applied_time)} plus cooldownSeconds {policy.cooldown_seconds} "
+                       "is past the last representable time; nothing was applied (only the operator writes "
+                       "lastAppliedTime: find out who wrote this one)")
     if remaining <= 0:
         return None
     ends = now + dt.timedelta(seconds=remaining)
@@ -186,8 +273,8 @@ def check_autoscalers(proposal: Proposal, managing_hpas: list[str]) -> Outcome |
     return None
 
 
-def applied(proposal: Proposal, previous: int) -> Outcome:
-    approver = proposal.decision.approved_by
+def applied(proposal: Proposal, previous: int, approver: str) -> Outcome:
+    """Applied, approved by `approver` (as the operator verified them)."""
     return Outcome(Phase.APPLIED, Reason.APPLIED,
                    f"scaled {proposal.target.describe()} from {previous} to {proposal.replicas} replicas, "
                    f"approved by {approver}")
@@ -200,22 +287,41 @@ class Recovery:
     NOT_WRITTEN = "retry"   # the write did not happen: run the checks again
 
 
-def recover_intent(proposal: Proposal, live_replicas: int, live_resource_version: str) -> str | Outcome:
-    """Decide from the target's scale whether an interrupted apply wrote or not."""
-    intent = proposal.intent
-    assert intent is not None
+def recover_intent(proposal: Proposal, intent: ApplyIntent, live_replicas: int, live_uid: str,
+                   live_generation: int) -> str | Outcome:
+    """Decide from the target as it is now whether an interrupted apply wrote.
+
+    The intent holds the target's uid and `metadata.generation`, read before the scale (and
+    before the resourceVersion the write was conditioned on). The API server moves the
+    generation on every change of the spec, replicas included, and never back; status
+    updates do not move it. So:
+
+    - same generation: nothing has changed the spec since the read, so our write (which
+      changes replicas) did not land: run the checks again (they may apply it now);
+    - generation moved and the replicas are the proposed ones: it landed (or someone else set
+      exactly these replicas): record it, never write again;
+    - generation moved and other replicas: either our write landed and someone undid it, or
+      it never landed and someone else changed the target; the two cannot be told apart from
+      the target, so fail closed: Stale, nothing more applied. Scaling again here is what
+      would overwrite the other writer's change.
+    A replaced target (another uid) is another object: Stale as well.
+    """
+    target = proposal.target.describe()
+    if intent.target_uid and live_uid != intent.target_uid:
+        return Outcome(Phase.STALE, Reason.TARGET_CHANGED,
+                       f"an interrupted apply found {target} replaced by another object since it was read; "
+                       "nothing more was applied")
+    if intent.target_generation and live_generation == intent.target_generation:
+        return Recovery.NOT_WRITTEN
     if live_replicas == intent.replicas:
         return Recovery.FINISHED
-    if live_replicas == intent.previous_replicas:
-        # Unchanged replicas: our write did not land (a status update may have moved the
-        # resourceVersion, which alone proves nothing), so the checks decide again.
-        return Recovery.NOT_WRITTEN
     return Outcome(Phase.STALE, Reason.TARGET_CHANGED,
-                   f"an interrupted apply found {proposal.target.describe()} at {live_replicas} replicas, "
-                   f"neither the previous {intent.previous_replicas} nor the proposed {intent.replicas}; "
-                   "nothing more was applied")
+                   f"an interrupted apply from {intent.previous_replicas} to {intent.replicas} replicas found "
+                   f"{target} at {live_replicas} and changed since it was read (generation "
+                   f"{intent.target_generation} -> {live_generation}): whether the write landed and was undone "
+                   "or never landed cannot be told, so nothing more was applied")
 
 
-def approved_message(proposal: Proposal) -> str:
+def approved_message(proposal: Proposal, approver: str | None = None) -> str:
     ref = f" ({proposal.decision.approval_ref})" if proposal.decision.approval_ref else ""
-    return f"approved by {proposal.decision.approved_by}{ref}"
+    return f"approved by {approver or proposal.decision.approved_by}{ref}"

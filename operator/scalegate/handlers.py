@@ -18,9 +18,19 @@ import kopf
 
 from . import metrics
 from .kube import Kube, api_client, load_config
-from .model import (GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, POLICY_PLURAL, PROPOSAL_PLURAL, VERSION, InvalidObject,
-                    Phase, TargetRef, parse_time)
-from .reconciler import Reconciler
+from .model import (
+    GROUP,
+    OPEN_PROPOSALS_FIELD_SELECTOR,
+    POLICY_PLURAL,
+    PROPOSAL_PLURAL,
+    VERSION,
+    InvalidObject,
+    Phase,
+    TargetRef,
+    parse_time,
+)
+from .reconciler import Reconciler, fault_hook_from_env
+from .records import Records
 from .settings import OperatorSettings, bind_address, resolve
 from .workqueue import WorkQueue
 
@@ -112,7 +122,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.persistence.diffbase_storage = NoDiffBase()
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
-    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)), autoscalers=lambda ns: runtime.autoscalers(ns))
+    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)), autoscalers=lambda ns: runtime.autoscalers(ns),
+                            fault=fault_hook_from_env())
     loop = asyncio.get_running_loop()
 
     async def work(key) -> float | None:
@@ -176,7 +187,43 @@ async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targ
         runtime.bodies[key] = event["object"]  # the newest state seen, own writes included
         if not runtime.reconciler.is_own_write(namespace, name, body.get("metadata", {}).get("resourceVersion")):
             runtime.queue.add(key)
+    PENDING_TIMES.update(namespace, name, body, gone=event.get("type") == "DELETED")
     metrics.PROPOSALS_ACTIVE.set(sum(len(v) for v in runtime.by_policy.values()))
+
+
+class PendingTimes:
+    """Creation and expiry of every Pending proposal, by namespace, exported as the
+    oldest-creation and earliest-expiry gauges the approval alerts read. A namespace
+    without Pending proposals has no series (its labels are removed), so no alert stays
+    firing for it."""
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def update(self, namespace: str, name: str, body: dict, gone: bool) -> None:
+        entries = self._by_namespace.setdefault(namespace, {})
+        entries.pop(name, None)
+        if not gone and (body.get("status") or {}).get("phase") in (None, "", Phase.PENDING):
+            try:
+                created = parse_time((body.get("metadata") or {}).get("creationTimestamp"))
+                until = parse_time((body.get("spec") or {}).get("validUntil"))
+            except InvalidObject:
+                created = until = None
+            if created and until:
+                entries[name] = (created.timestamp(), until.timestamp())
+        if entries:
+            metrics.OLDEST_PENDING_CREATED.labels(namespace).set(min(c for c, _ in entries.values()))
+            metrics.EARLIEST_PENDING_EXPIRY.labels(namespace).set(min(u for _, u in entries.values()))
+        else:
+            self._by_namespace.pop(namespace, None)
+            for gauge in (metrics.OLDEST_PENDING_CREATED, metrics.EARLIEST_PENDING_EXPIRY):
+                try:
+                    gauge.remove(namespace)
+                except KeyError:
+                    pass
+
+
+PENDING_TIMES = PendingTimes()
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
@@ -212,18 +259,36 @@ async def _collect_garbage(runtime: Runtime) -> None:
 
 
 def collect_terminal_proposals(kube: Kube, retention_seconds: float, now: dt.datetime | None = None) -> int:
+    """Delete the proposals decided more than `retention_seconds` ago.
+
+    The clock is the operator's own record: the time in its outcome annotation
+    (scalegate.io/outcome, records.py), which only the operator writes, never status'
+    finishedAt or phase, which a status writer could set to make this delete a proposal
+    they may not delete. A proposal decided before these records existed (a terminal phase
+    in status, no record) is aged from the later of its creation and its validUntil, both
+    fixed when it was made: by then nothing can happen to it any more."""
     now = now or dt.datetime.now(dt.timezone.utc)
     deleted = 0
     for item in kube.iter_proposals(page_size=LIST_PAGE_SIZE):
-        status = item.get("status") or {}
-        if status.get("phase") not in Phase.TERMINAL:
-            continue
-        try:
-            finished = parse_time(status.get("finishedAt")) or parse_time(item["metadata"].get("creationTimestamp"))
-        except InvalidObject:  # one odd object must not stop the sweep; keep it
-            continue
-        if finished and (now - finished).total_seconds() >= retention_seconds:
-            kube.delete_proposal(item["metadata"]["namespace"], item["metadata"]["name"], item["metadata"]["uid"])
+        meta = item.get("metadata") or {}
+        finished = _decided_at(item, Records.read(meta))
+        if finished is not None and (now - finished).total_seconds() >= retention_seconds:
+            kube.delete_proposal(meta["namespace"], meta["name"], meta["uid"])
             metrics.PROPOSALS_COLLECTED.inc()
             deleted += 1
     return deleted
+
+
+def _decided_at(item: dict, records: Records) -> dt.datetime | None:
+    """When the proposal was decided, for the garbage collector; None keeps it."""
+    if records.outcome is not None:
+        return records.outcome.at
+    if records.error or (item.get("status") or {}).get("phase") not in Phase.TERMINAL:
+        return None  # open, or a record the operator did not write: keep it
+    try:  # one odd object must not stop the sweep; keep it
+        created = parse_time((item.get("metadata") or {}).get("creationTimestamp"))
+        valid_until = parse_time((item.get("spec") or {}).get("validUntil"))
+    except InvalidObject:
+        return None
+    known = [moment for moment in (created, valid_until) if moment is not None]
+    return max(known) if known else None

@@ -25,12 +25,12 @@ import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from .model import (GROUP, POLICY_LABEL, POLICY_PLURAL, PROPOSAL_KIND, PROPOSAL_PLURAL, VERSION, TargetRef,
-                    format_time, parse_time)
+from .model import GROUP, POLICY_PLURAL, PROPOSAL_KIND, PROPOSAL_PLURAL, VERSION, TargetRef, format_time, parse_time
 
 REQUEST_TIMEOUT = (5, 20)  # connect, read (seconds): an unreachable cluster fails fast
 MERGE_PATCH = "application/merge-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 DEFAULT_KUBECONFIG = Path("~/.kube/config")
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -260,6 +260,25 @@ class Scale:
                    resource_version=meta.get("resourceVersion", ""), uid=meta.get("uid", ""))
 
 
+@dataclass(frozen=True)
+class TargetObject:
+    """What the operator reads of a target beside its scale (`Kube.get_target`)."""
+
+    uid: str
+    generation: int
+    resource_version: str
+    controller: tuple[str, str] | None = None  # (kind, name) of its ownerReference with controller: true
+
+    @classmethod
+    def from_api(cls, raw: dict) -> "TargetObject":
+        meta = raw.get("metadata") or {}
+        owner = next((o for o in meta.get("ownerReferences") or [] if isinstance(o, dict) and o.get("controller")),
+                     None)
+        return cls(uid=meta.get("uid", ""), generation=int(meta.get("generation") or 0),
+                   resource_version=meta.get("resourceVersion", ""),
+                   controller=(str(owner.get("kind") or ""), str(owner.get("name") or "")) if owner else None)
+
+
 class Kube:
     """The calls scalegate makes, for every component. Tests of the callers replace this
     class (or its methods), not HTTP."""
@@ -327,11 +346,13 @@ class Kube:
 
     def list_policy_proposals(self, namespace: str, policy: str,
                               not_older_than: str | None = None) -> list[tuple[str, dt.datetime | None]]:
-        """(name, creationTimestamp) of every proposal labelled for `policy`; with
-        `not_older_than`, a list at least as recent as that resourceVersion."""
+        """(name, creationTimestamp) of every proposal of `policy` (its spec.policyRef.name,
+        which is immutable, not the label, which a person who may patch proposals could
+        change); with `not_older_than`, a list at least as recent as that resourceVersion."""
         # Metadata only: names and creation times are all that is needed, and a policy's
-        # history of proposals, evidence and all, would cost both sides far more.
-        query = [("labelSelector", f"{POLICY_LABEL}={policy}")]
+        # history of proposals, evidence and all, would cost both sides far more. The CRD
+        # declares spec.policyRef.name a selectable field, so the API server filters.
+        query = [("fieldSelector", f"spec.policyRef.name={policy}")]
         if not_older_than:
             # From the API server's cache, yet at least as new as the proposal being decided.
             query += [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
@@ -373,13 +394,28 @@ class Kube:
                          self._custom_path(namespace, PROPOSAL_PLURAL, name),
                          {"metadata": {"annotations": annotations}}, content_type=MERGE_PATCH)
 
+    def patch_proposal_annotations(self, namespace: str, name: str, annotations: dict[str, str | None],
+                                   resource_version: str) -> dict:
+        """Merge-patch annotations of the proposal (None removes one), only if it is unchanged
+        since `resource_version` (else Conflict): the operator's records (records.py)."""
+        return self._raw(f"record on proposal {namespace}/{name}", "PATCH",
+                         self._custom_path(namespace, PROPOSAL_PLURAL, name),
+                         {"metadata": {"annotations": annotations, "resourceVersion": resource_version}},
+                         content_type=MERGE_PATCH)
+
     def get_policy(self, namespace: str, name: str, missing_ok: bool = True) -> dict | None:
         """The policy; None if there is none, or with `missing_ok=False` the server's NotFound."""
         return self._get(f"get policy {namespace}/{name}", self._custom_path(namespace, POLICY_PLURAL, name),
                          missing_ok)
 
-    def list_policies(self, namespace: str | None = None) -> list[dict]:
-        return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL)).get("items", [])
+    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None) -> list[dict]:
+        """Every policy (in `namespace`, else in all); with `not_older_than`, a list at least
+        as recent as that resourceVersion (from the API server's cache)."""
+        query = []
+        if not_older_than:
+            query = [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
+        return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL),
+                         query=query).get("items", [])
 
     def create_proposal(self, namespace: str, body: dict) -> dict:
         """Create a proposal; AlreadyExists (same name, i.e. same decision) is NotFound's
@@ -447,6 +483,15 @@ class Kube:
             raise NoScaleSubresource(f"{target.kind} ({target.api_version}) has no scale subresource")
         prefix = f"/api/{target.api_version}" if "/" not in target.api_version else f"/apis/{target.api_version}"
         return f"{prefix}/namespaces/{namespace}/{plural}/{target.name}/scale"
+
+    def get_target(self, namespace: str, target: TargetRef) -> TargetObject:
+        """The target object's metadata (not its scale): who controls it, and the generation
+        that every change of its spec moves (a metadata-only GET)."""
+        plural, _ = self._resource(target)
+        prefix = f"/api/{target.api_version}" if "/" not in target.api_version else f"/apis/{target.api_version}"
+        return TargetObject.from_api(self._raw(f"read {target.describe()}", "GET",
+                                               f"{prefix}/namespaces/{namespace}/{plural}/{target.name}",
+                                               accept=METADATA_OBJECT))
 
     def get_scale(self, namespace: str, target: TargetRef) -> Scale:
         return Scale.from_api(self._raw(f"read scale of {target.describe()}", "GET",

@@ -424,31 +424,6 @@ def _without_none(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
-class ApplyIntent:
-    """Written to status before the scale write, so a restart can tell whether it happened."""
-
-    replicas: int
-    previous_replicas: int
-    resource_version: str
-    started_at: dt.datetime
-
-    @classmethod
-    def parse(cls, raw: Any) -> "ApplyIntent | None":
-        if not isinstance(raw, Mapping) or not raw:
-            return None
-        return cls(
-            replicas=_int(raw.get("replicas"), "status.applying.replicas"),
-            previous_replicas=_int(raw.get("previousReplicas"), "status.applying.previousReplicas"),
-            resource_version=str(raw.get("resourceVersion") or ""),
-            started_at=parse_time(raw.get("startedAt")) or dt.datetime.now(dt.timezone.utc),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "previousReplicas": self.previous_replicas,
-                "resourceVersion": self.resource_version, "startedAt": format_time(self.started_at)}
-
-
 # -- plans ---------------------------------------------------------------------------------
 # A proposal may carry a plan (spec.schedule): the replicas for each step of the next
 # hours, approved once and applied step by step. The limits are the CRDs'; parsing refuses
@@ -678,7 +653,6 @@ class Proposal:
     reason: str
     decision: DecisionAnnotations
     phase: str
-    intent: ApplyIntent | None
     forecast: Evidence = field(default_factory=Evidence)
     # A plan (see parse_plan); empty and None for a single change.
     schedule: tuple[PlanStep, ...] = ()
@@ -725,7 +699,6 @@ class Proposal:
             reason=str(spec.get("reason") or ""),
             decision=DecisionAnnotations.parse(meta.get("annotations")),
             phase=phase,
-            intent=ApplyIntent.parse(status.get("applying")),
             forecast=Evidence.parse(spec.get("forecast")),
             schedule=schedule,
             ends_at=ends_at,

@@ -3,12 +3,38 @@
 The reconciler reads facts through `Kube`, asks `decision` what they mean, acts only when
 every check holds, and records each outcome in status, a condition, an Event and a metric.
 It is level-based: running it twice on the same state changes nothing the second time.
+
+Status is a record for people, not an authority: what the operator decides comes from the
+spec, the decision annotations (which the API server guards), the target as it is now and
+the operator's own records in the annotations scalegate.io/applying and scalegate.io/outcome
+(`records.py`, guarded by the admission policy scalegate-proposal-record). Status can only
+ever stop the operator (a terminal phase there is left alone), never make it scale, skip a
+check, or delete.
+
+An apply writes, in this order (each a point where `SCALEGATE_FAULT_POINT` can kill the
+process, see `fault_hook_from_env`):
+  before-intent          every check held
+  the intent             annotation scalegate.io/applying, conditioned on the proposal's resourceVersion
+  after-intent
+  the scale              resourceVersion-guarded write of the scale subresource
+  after-scale-write
+  the policy's status    lastAppliedTime, from which the cooldown counts
+  after-policy-status
+  the outcome            annotation scalegate.io/outcome: from here on the proposal is Applied, whatever status says
+  after-outcome-record
+  the proposal's status  phase Applied and the receipt
+  after-proposal-status
+A restart finds the intent and decides from the target whether the write landed
+(`decision.recover_intent`); it finds the outcome and only restores status from it.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
+import os
+import signal
 import threading
 from typing import Any, Callable
 
@@ -16,14 +42,51 @@ from . import decision as d
 from . import metrics
 from .conditions import set_condition
 from .kube import Conflict, Forbidden, Kube, KubeError, NoScaleSubresource, NotFound
-from .model import (API_VERSION, POLICY_LABEL, PROPOSAL_KIND, ApplyIntent, InvalidObject, Phase, Policy,
-                    Proposal, TargetRef, format_time, parse_time)
+from .model import (
+    API_VERSION,
+    POLICY_LABEL,
+    PROPOSAL_KIND,
+    InvalidObject,
+    Phase,
+    Policy,
+    Proposal,
+    TargetRef,
+    format_time,
+    parse_time,
+)
+from .records import APPLY_INTENT, OUTCOME, ApplyIntent, OutcomeRecord, Records
 
 log = logging.getLogger("scalegate.operator")
 
-APPLYING = "Applying"
 OPERATOR_FORBIDDEN = "OperatorForbidden"
+RECORD_RESTORED = "RecordRestored"
 WARNING_PHASES = {Phase.REJECTED, Phase.STALE, Phase.FAILED}
+
+# -- the fault hook: a test hook, documented in the README ------------------------------
+FAULT_ENV = "SCALEGATE_FAULT_POINT"
+FAULT_POINTS = ("before-intent", "after-intent", "after-scale-write", "after-policy-status",
+                "after-outcome-record", "after-proposal-status")
+
+
+def fault_hook_from_env(environ: dict[str, str] | None = None) -> Callable[[str], None] | None:
+    """A hook that SIGKILLs this process when an apply reaches the point named in
+    $SCALEGATE_FAULT_POINT; None when it is unset (always, outside tests). A test hook: the
+    fault tests kill the operator at each write of an apply and check what a restart does.
+    An unknown point is an error, so that a misspelt test cannot pass by killing nothing."""
+    point = (os.environ if environ is None else environ).get(FAULT_ENV, "").strip()
+    if not point:
+        return None
+    if point not in FAULT_POINTS:
+        raise ValueError(f"{FAULT_ENV}={point!r} is not one of {', '.join(FAULT_POINTS)}")
+
+    def hook(reached: str) -> None:
+        if reached == point:
+            log.warning("%s=%s: killing the operator here (a test hook)", FAULT_ENV, point)
+            for handler in logging.getLogger().handlers + log.handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 class Requeue(Exception):
@@ -34,26 +97,45 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _moment(value: Any) -> dt.datetime | None:
+    """A time read from status, for display and metrics only: never an error."""
+    try:
+        return parse_time(value)
+    except InvalidObject:
+        return None
+
+
 class Reconciler:
     def __init__(self, kube: Kube, clock: Callable[[], dt.datetime] = utcnow, max_conflict_retries: int = 3,
-                 autoscalers: Callable[[str], list[tuple[str, TargetRef]]] | None = None):
+                 autoscalers: Callable[[str], list[tuple[str, TargetRef]]] | None = None,
+                 fault: Callable[[str], None] | None = None):
         self.kube = kube
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
         # (name, scaleTargetRef) of a namespace's HPAs: the operator passes its watch-fed
         # index; without one, each check lists them from the API server.
         self.autoscalers = autoscalers or kube.autoscalers
+        self.fault = fault
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        # resourceVersion of our own last status write per proposal: its watch event
-        # carries nothing new, so the handler need not reconcile again.
-        self._written: dict[tuple[str, str], str] = {}
+        # resourceVersions of our own latest writes per proposal (a record and then its
+        # status are two): their watch events carry nothing new, so the handler need not
+        # reconcile again.
+        self._written: dict[tuple[str, str], collections.deque[str]] = {}
 
     def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+        return resource_version is not None and resource_version in self._written.get((namespace, name), ())
 
     def forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
+
+    def _wrote(self, namespace: str, name: str, updated: dict) -> None:
+        version = (updated.get("metadata") or {}).get("resourceVersion", "")
+        self._written.setdefault((namespace, name), collections.deque(maxlen=3)).append(version)
+
+    def _at(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
 
     def _policy_lock(self, namespace: str, policy: str) -> threading.Lock:
         # Supersession and cooldown compare proposals of one policy: decide them one at a time.
@@ -87,33 +169,48 @@ class Reconciler:
             body = self.kube.get_proposal(namespace, name)
         if body is None:
             return None
+        records = Records.read(body.get("metadata") or {})
         try:
-            proposal = Proposal.parse(body)
-        except InvalidObject as err:
+            if records.outcome is not None:  # decided: final, whatever status says
+                return self._restore(body, records.outcome)
             if (body.get("status") or {}).get("phase") in Phase.TERMINAL:
-                return None
+                return None  # status may stop the operator (fail closed), never start it
             try:
-                self._record(body, None, d.Outcome(Phase.FAILED, d.Reason.INVALID_PROPOSAL,
+                proposal = Proposal.parse(body)
+            except InvalidObject as err:
+                self._finish(body, None, d.Outcome(Phase.FAILED, d.Reason.INVALID_PROPOSAL,
                                                    f"cannot act on this proposal: {err}; nothing was applied"))
-            except Requeue:
+                return None
+            if records.error:
+                # Not a record the operator wrote for this proposal: act on nothing. Status
+                # only, since an outcome record, once there, is final.
+                self._finish(body, proposal, d.Outcome(
+                    Phase.FAILED, d.Reason.INVALID_RECORD,
+                    f"{records.error}; the operator acts on no record it did not write, so nothing was applied"),
+                    write_record=False)
+                return None
+            if (body["metadata"].get("labels") or {}).get(POLICY_LABEL) != proposal.policy_name:
+                self._label_with_policy(body, proposal)
                 return 0.0
-            return None
-        if proposal.terminal:
-            return None
-        if (body["metadata"].get("labels") or {}).get(POLICY_LABEL) != proposal.policy_name:
-            self._label_with_policy(body, proposal)
+            with self._policy_lock(namespace, proposal.policy_name):
+                return self._decide(body, proposal, records.intent)
+        except Requeue:
             return 0.0
-        with self._policy_lock(namespace, proposal.policy_name):
-            try:
-                return self._decide(body, proposal)
-            except Requeue:
-                return 0.0
 
     # -- the checks, in the contract's order -----------------------------------------
-    def _decide(self, body: dict, proposal: Proposal) -> float | None:
+    def _decide(self, body: dict, proposal: Proposal, intent: ApplyIntent | None) -> float | None:
         now = self.clock()
-        if proposal.intent is not None:
-            return self._recover(body, proposal, now)
+        if intent is not None:
+            return self._recover(body, proposal, intent, now)
+
+        # The policy first: its proposalTTLSeconds caps how long the proposal is valid.
+        policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
+        policy, policy_error = None, None
+        try:
+            policy = Policy.parse(policy_body) if policy_body else None
+        except InvalidObject as err:
+            policy_error = err
+        proposal = d.with_ttl(proposal, policy)
 
         # Any proposal created before the state we decide on is in this list.
         newest = d.newest_proposal(
@@ -121,53 +218,80 @@ class Reconciler:
                                             not_older_than=body["metadata"].get("resourceVersion"))
             + [(proposal.name, proposal.created)])
         outcome = d.check_expiry_rejection_supersession(proposal, now, newest)
-        outcome = outcome or d.check_approval(proposal, now)
+        if outcome:
+            # Expired or superseded after an approval: the receipt names the approver only
+            # once the API server confirms they may approve.
+            approver = None
+            if outcome.phase in (Phase.EXPIRED, Phase.SUPERSEDED) and d.check_approval(proposal, now) is None:
+                approver = self._verified_approver(proposal)
+            return self._finish(body, proposal, outcome, approver=approver)
+        outcome = d.check_approval(proposal, now)
         if outcome:
             return self._finish(body, proposal, outcome)
-        if not self.kube.user_may_approve(proposal.decision.approved_by, proposal.namespace, proposal.name):
+        approver = self._verified_approver(proposal)
+        if approver is None:
             return self._finish(body, proposal, d.approver_not_authorized(proposal.decision.approved_by, proposal))
 
-        policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
-        try:
-            policy = Policy.parse(policy_body) if policy_body else None
-        except InvalidObject as err:
+        if policy_error is not None:
             return self._finish(body, proposal, d.Outcome(
-                Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {err}"))
-        outcome = d.check_policy(proposal, policy, now) or d.check_bounds(proposal, policy)
+                Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {policy_error}"),
+                approver=approver)
+        outcome = d.check_policy(proposal, policy, now)
+        if outcome is None:
+            assert policy is not None and policy_body is not None
+            claims = d.policy_claims(self.kube.list_policies(
+                proposal.namespace, not_older_than=body["metadata"].get("resourceVersion")))
+            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
+            outcome = d.check_target_claim(policy, created, claims) or d.check_bounds(proposal, policy)
         if outcome:
-            return self._finish(body, proposal, outcome)
-        return self._apply(body, proposal, policy, now)
+            return self._finish(body, proposal, outcome, approver=approver)
+        assert policy is not None
+        return self._apply(body, proposal, policy, now, approver)
 
-    def _apply(self, body: dict, proposal: Proposal, policy: Policy, now: dt.datetime) -> float | None:
+    def _verified_approver(self, proposal: Proposal) -> str | None:
+        """The approver named in approved-by, if the API server says they hold the verb
+        `approve` on this proposal (a SubjectAccessReview): the only approver ever recorded."""
+        approver = proposal.decision.approved_by
+        return approver if self.kube.user_may_approve(approver, proposal.namespace, proposal.name) else None
+
+    def _apply(self, body: dict, proposal: Proposal, policy: Policy, now: dt.datetime,
+               approver: str) -> float | None:
         for _attempt in range(self.max_conflict_retries):
             try:
+                # The object first: its generation then predates the scale read and the
+                # resourceVersion the write is conditioned on (see decision.recover_intent).
+                target = self.kube.get_target(proposal.namespace, proposal.target)
                 scale = self.kube.get_scale(proposal.namespace, proposal.target)
             except NotFound as err:
                 return self._finish(body, proposal, d.Outcome(
-                    Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"{proposal.target.describe()} not found: {err}"))
+                    Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"{proposal.target.describe()} not found: {err}"),
+                    approver=approver)
             except NoScaleSubresource as err:
-                return self._finish(body, proposal, d.Outcome(Phase.FAILED, d.Reason.NO_SCALE_SUBRESOURCE, str(err)))
+                return self._finish(body, proposal, d.Outcome(Phase.FAILED, d.Reason.NO_SCALE_SUBRESOURCE, str(err)),
+                                    approver=approver)
             except Forbidden as err:
-                return self._forbidden(body, proposal, err, now)
-            outcome = (d.check_staleness(proposal, scale.replicas)
+                return self._forbidden(body, proposal, err, now, approver)
+            outcome = (d.check_controller(proposal, target.controller)
+                       or d.check_staleness(proposal, scale.replicas)
                        or d.check_cooldown(proposal, policy, now))
             if outcome is None:
                 hpas = d.autoscaler_targets(proposal.target, self.autoscalers(proposal.namespace))
                 outcome = d.check_autoscalers(proposal, hpas)
             if outcome:
-                return self._finish(body, proposal, outcome)
+                return self._finish(body, proposal, outcome, approver=approver)
 
             if ((body.get("status") or {}).get("reason") == OPERATOR_FORBIDDEN
                     and not self.kube.may_update_scale(proposal.namespace, proposal.target)):
                 # Still not allowed: say nothing new rather than write an intent that cannot land.
-                return self._forbidden(body, proposal, Forbidden("update of the target's scale"), now)
-            # Record the intent first: a restart after the write must find it.
-            intent = ApplyIntent(replicas=proposal.replicas, previous_replicas=scale.replicas,
-                                 resource_version=scale.resource_version, started_at=now)
-            body = self._record(body, proposal, d.Outcome(
-                Phase.APPROVED, APPLYING,
-                f"{d.approved_message(proposal)}; scaling {proposal.target.describe()} "
-                f"from {scale.replicas} to {proposal.replicas}"), extra={"applying": intent.to_dict()})
+                return self._forbidden(body, proposal, Forbidden("update of the target's scale"), now, approver)
+            self._at("before-intent")
+            # The intent first: a restart after the write must find it (and a status writer
+            # can neither forge nor erase it).
+            intent = ApplyIntent(uid=proposal.uid, replicas=proposal.replicas, previous_replicas=scale.replicas,
+                                 resource_version=scale.resource_version, target_uid=target.uid or scale.uid,
+                                 target_generation=target.generation, approved_by=approver, started_at=now)
+            body = self._annotate(body, {APPLY_INTENT: intent.to_annotation()})
+            self._at("after-intent")
             try:
                 self.kube.update_scale(proposal.namespace, proposal.target, proposal.replicas,
                                        scale.resource_version)
@@ -177,97 +301,170 @@ class Reconciler:
                 now = self.clock()
                 continue
             except Forbidden as err:
-                return self._forbidden(body, proposal, err, now)
-            return self._complete(body, proposal, policy.name, scale.replicas, scale.uid)
-        return 0.5  # the target kept changing; try again shortly, from a fresh read
+                body = self._annotate(body, {APPLY_INTENT: None})  # refused: nothing was written
+                return self._forbidden(body, proposal, err, now, approver)
+            self._at("after-scale-write")
+            return self._complete(body, proposal, policy.name, scale.replicas, target.uid or scale.uid, approver)
+        # Every write was refused by its precondition, so none landed: drop the intent (a
+        # later look must not mistake the other writer's changes for ours) and try again soon.
+        self._annotate(body, {APPLY_INTENT: None})
+        return 0.5
 
-    def _recover(self, body: dict, proposal: Proposal, now: dt.datetime) -> float | None:
+    def _recover(self, body: dict, proposal: Proposal, intent: ApplyIntent, now: dt.datetime) -> float | None:
         """An earlier run recorded an intent and stopped: find out whether it wrote."""
+        # The approver was verified before the intent was written, and the intent names them.
+        approver = intent.approved_by or None
         try:
+            target = self.kube.get_target(proposal.namespace, proposal.target)
             scale = self.kube.get_scale(proposal.namespace, proposal.target)
         except (NotFound, NoScaleSubresource) as err:
             return self._finish(body, proposal, d.Outcome(
-                Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"interrupted apply: target unreadable: {err}"))
+                Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"interrupted apply: target unreadable: {err}"),
+                approver=approver)
         except Forbidden as err:
-            return self._forbidden(body, proposal, err, now)
-        verdict = d.recover_intent(proposal, scale.replicas, scale.resource_version)
+            return self._forbidden(body, proposal, err, now, approver)
+        verdict = d.recover_intent(proposal, intent, scale.replicas, target.uid, target.generation)
         if verdict == d.Recovery.FINISHED:
             log.info("proposal %s/%s: interrupted apply had written; recording it", proposal.namespace, proposal.name)
-            return self._complete(body, proposal, proposal.policy_name, proposal.intent.previous_replicas, scale.uid)
+            return self._complete(body, proposal, proposal.policy_name, intent.previous_replicas, target.uid,
+                                  approver or proposal.decision.approved_by)
         if verdict == d.Recovery.NOT_WRITTEN:
-            self._record(body, proposal, d.Outcome(Phase.APPROVED, d.Reason.APPROVED, d.approved_message(proposal)),
-                         extra={"applying": None})
+            log.info("proposal %s/%s: interrupted apply had not written; deciding again",
+                     proposal.namespace, proposal.name)
+            self._annotate(body, {APPLY_INTENT: None})
             raise Requeue()
-        return self._finish(body, proposal, verdict)
+        assert isinstance(verdict, d.Outcome)
+        return self._finish(body, proposal, verdict, approver=approver)
 
-    def _complete(self, body: dict, proposal: Proposal, policy_name: str, previous: int, target_uid: str) -> None:
+    def _complete(self, body: dict, proposal: Proposal, policy_name: str, previous: int, target_uid: str,
+                  approver: str) -> None:
         now = self.clock()
-        # The policy first: the cooldown must hold even if we stop before the proposal's status.
+        # The policy first: the cooldown must hold even if we stop before the proposal's records.
         try:
             self.kube.patch_policy_status(proposal.namespace, policy_name, {
                 "lastAppliedTime": format_time(now), "lastAppliedProposal": proposal.name})
         except NotFound:
             pass
-        outcome = d.applied(proposal, previous)
-        self._finish(body, proposal, outcome, extra={
-            "appliedAt": format_time(now), "previousReplicas": previous, "appliedReplicas": proposal.replicas})
-        approved_at = parse_time((body.get("status") or {}).get("approvedAt"))
+        self._at("after-policy-status")
+        outcome = d.applied(proposal, previous, approver)
+        receipt = {"appliedAt": format_time(now), "previousReplicas": previous, "appliedReplicas": proposal.replicas}
+        body = self._write_outcome(body, proposal, outcome, approver, now, previous=previous)
+        self._at("after-outcome-record")
+        for _attempt in range(self.max_conflict_retries):
+            try:
+                self._record(body, proposal, outcome, approver, extra=receipt, at=now)
+                break
+            except Requeue:  # e.g. an unrelated annotation since: the record stands, write status again
+                fresh = self.kube.get_proposal(proposal.namespace, proposal.name)
+                if fresh is None or (fresh.get("status") or {}).get("phase") in Phase.TERMINAL:
+                    break
+                body = fresh
+        self._at("after-proposal-status")
+        approved_at = _moment((body.get("status") or {}).get("approvedAt"))
         if approved_at:
             metrics.APPLY_LATENCY.observe(max(0.0, (now - approved_at).total_seconds()))
         self._event({"apiVersion": proposal.target.api_version, "kind": proposal.target.kind,
                      "name": proposal.target.name, "namespace": proposal.namespace, "uid": target_uid},
                     "Normal", "ScaledByScalegate",
                     f"scaled from {previous} to {proposal.replicas} replicas by proposal {proposal.name}, "
-                    f"approved by {proposal.decision.approved_by}")
+                    f"approved by {approver}")
         return None
 
-    def _forbidden(self, body: dict, proposal: Proposal, err: Exception, now: dt.datetime) -> float:
-        # A refused request wrote nothing: no intent to keep, and the next try starts clean.
+    def _forbidden(self, body: dict, proposal: Proposal, err: Exception, now: dt.datetime,
+                   approver: str | None) -> float:
+        # A refused request wrote nothing; an intent already recorded stays for the next look.
         log.warning("proposal %s/%s: operator forbidden: %s", proposal.namespace, proposal.name, err)
         self._finish(body, proposal, d.Outcome(
             Phase.APPROVED, OPERATOR_FORBIDDEN,
-            f"the operator may not read or update the scale of {proposal.target.describe()}; grant its "
-            "ServiceAccount get/update on that kind's scale subresource. Retrying until the proposal expires."),
-            extra={"applying": None})
+            f"the operator may not read {proposal.target.describe()} or update its scale; grant its "
+            "ServiceAccount get on that kind and get/update on its scale subresource. Retrying until the "
+            "proposal expires."), approver=approver)
         return min(30.0, max(1.0, (proposal.valid_until - now).total_seconds()))
 
+    def _restore(self, body: dict, record: OutcomeRecord) -> float | None:
+        """The proposal was decided (the operator's outcome record says so) but status says it
+        is still open: the operator stopped between the two writes, or someone rewrote status.
+        Status is put back as recorded; nothing is decided, scaled or counted again."""
+        if (body.get("status") or {}).get("phase") in Phase.TERMINAL:
+            return None
+        try:
+            proposal: Proposal | None = Proposal.parse(body)
+        except InvalidObject:
+            proposal = None
+        extra: dict[str, Any] = {}
+        if record.phase == Phase.APPLIED:
+            extra = {"appliedAt": format_time(record.at), "previousReplicas": record.previous_replicas,
+                     "appliedReplicas": record.applied_replicas}
+        self._record(body, proposal, d.Outcome(record.phase, record.reason, record.message),
+                     record.approved_by or None, extra=extra, at=record.at, restoring=True)
+        return None
+
     # -- recording ---------------------------------------------------------------------
-    def _finish(self, body: dict, proposal: Proposal, outcome: d.Outcome, extra: dict | None = None) -> float | None:
-        extra = dict(extra or {})
-        if outcome.terminal:
-            extra.setdefault("applying", None)
-        self._record(body, proposal, outcome, extra=extra)
+    def _finish(self, body: dict, proposal: Proposal | None, outcome: d.Outcome, approver: str | None = None,
+                extra: dict | None = None, write_record: bool = True) -> float | None:
+        """Record an outcome: a terminal one first in the outcome record, then in status."""
+        at = self.clock()
+        if outcome.terminal and write_record:
+            body = self._write_outcome(body, proposal, outcome, approver, at)
+        self._record(body, proposal, outcome, approver, extra=extra, at=at)
         return None if outcome.terminal else outcome.requeue_after
 
-    def _record(self, body: dict, proposal: Proposal | None, outcome: d.Outcome, extra: dict | None = None) -> dict:
+    def _write_outcome(self, body: dict, proposal: Proposal | None, outcome: d.Outcome, approver: str | None,
+                       at: dt.datetime, previous: int | None = None) -> dict:
+        """The terminal decision in the annotation scalegate.io/outcome (which also drops the
+        intent): from this write on the proposal is decided, whatever its status says."""
+        applied = previous is not None and proposal is not None
+        record = OutcomeRecord(uid=body["metadata"].get("uid", ""), phase=outcome.phase, reason=outcome.reason,
+                               message=outcome.message, at=at, approved_by=approver or "",
+                               previous_replicas=previous if applied else None,
+                               applied_replicas=proposal.replicas if applied and proposal is not None else None)
+        return self._annotate(body, {OUTCOME: record.to_annotation(), APPLY_INTENT: None})
+
+    def _annotate(self, body: dict, annotations: dict[str, str | None]) -> dict:
+        """Write the operator's records, conditioned on the resourceVersion decided on."""
+        meta = body["metadata"]
+        try:
+            updated = self.kube.patch_proposal_annotations(meta["namespace"], meta["name"], annotations,
+                                                           meta.get("resourceVersion") or "")
+        except (Conflict, NotFound) as err:  # changed or gone since read: decide again from a fresh read
+            metrics.RECONCILE_ERRORS.labels(err.kind).inc()
+            raise Requeue() from err
+        self._wrote(meta["namespace"], meta["name"], updated)
+        return updated
+
+    def _record(self, body: dict, proposal: Proposal | None, outcome: d.Outcome, approver: str | None,
+                extra: dict | None = None, at: dt.datetime | None = None, restoring: bool = False) -> dict:
         """Write the outcome to status (only if it changes anything), with an Event and a metric.
-        Conditioned on the resourceVersion we decided on: a concurrent change re-runs us."""
+        Conditioned on the resourceVersion we decided on: a concurrent change re-runs us.
+
+        `approver` is the approver the operator verified for this outcome, or None: status
+        says approvedBy only then, and clears any other."""
         old = body.get("status") or {}
         now = self.clock()
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
         status: dict[str, Any] = {"phase": outcome.phase, "reason": outcome.reason,
-                                  "message": outcome.message, "observedGeneration": generation}
+                                  "message": outcome.message, "observedGeneration": generation,
+                                  "applying": None}  # an older operator's intent; never read
         conditions = set_condition(old.get("conditions"), "Applied", outcome.phase == Phase.APPLIED,
                                    outcome.reason, outcome.message, generation, now)
-        approval = _approval_condition(proposal, outcome)
+        approval = _approval_condition(proposal, outcome, approver)
         if approval:
             conditions = set_condition(conditions, "Approved", approval[0], approval[1], approval[2], generation, now)
         status["conditions"] = conditions
-        if proposal is not None:
-            decision = proposal.decision
-            if approval and approval[0] is True:
-                status["approvedBy"] = decision.approved_by
-                if decision.approval_ref:
-                    status["approvalRef"] = decision.approval_ref
-                if not old.get("approvedAt"):
-                    status["approvedAt"] = format_time(now)
-                    if proposal.created:
-                        metrics.APPROVAL_WAIT.observe(max(0.0, (now - proposal.created).total_seconds()))
-            if outcome.reason == d.Reason.REJECTED_BY_USER:
-                status["rejectedBy"] = decision.rejected_by
+        status["approvedBy"] = approver or None
+        decision = proposal.decision if proposal is not None else None
+        status["approvalRef"] = (decision.approval_ref or None) if approver and decision else None
+        if not approver:
+            status["approvedAt"] = None
+        elif not old.get("approvedAt"):
+            status["approvedAt"] = format_time(now)
+            if proposal is not None and proposal.created and not restoring:
+                metrics.APPROVAL_WAIT.observe(max(0.0, (now - proposal.created).total_seconds()))
+        rejected = outcome.reason == d.Reason.REJECTED_BY_USER and decision is not None
+        status["rejectedBy"] = decision.rejected_by if rejected and decision else None
         if outcome.terminal:
-            status["finishedAt"] = format_time(now)
+            status["finishedAt"] = format_time(at or now)
         status.update(extra or {})
 
         changed = {k: v for k, v in status.items() if k != "conditions" and old.get(k) != v
@@ -280,15 +477,23 @@ class Reconciler:
         except (Conflict, NotFound) as err:  # changed or gone since read: decide again from a fresh read
             metrics.RECONCILE_ERRORS.labels(err.kind).inc()
             raise Requeue() from err
-        self._written[(meta["namespace"], meta["name"])] = (updated.get("metadata") or {}).get("resourceVersion", "")
+        self._wrote(meta["namespace"], meta["name"], updated)
+        involved = {"apiVersion": API_VERSION, "kind": PROPOSAL_KIND, "name": meta["name"],
+                    "namespace": meta["namespace"], "uid": meta.get("uid", "")}
+        if restoring:
+            log.warning("proposal %s/%s: status said %s; restored from the operator's record: %s (%s)",
+                        meta["namespace"], meta["name"], old.get("phase") or "(none)", outcome.phase, outcome.reason)
+            self._event(involved, "Warning", RECORD_RESTORED,
+                        f"status said {old.get('phase') or '(none)'}, but the operator had recorded "
+                        f"{outcome.phase} ({outcome.reason}): restored; nothing was done again")
+            return updated
         transition = (old.get("phase"), old.get("reason")) != (outcome.phase, outcome.reason)
-        if transition and outcome.reason != APPLYING:  # Applying is a step inside one decision
+        if transition:
             metrics.PROPOSAL_OUTCOMES.labels(meta["namespace"], outcome.phase, outcome.reason).inc()
             log.info("proposal %s/%s: %s (%s): %s", meta["namespace"], meta["name"], outcome.phase,
                      outcome.reason, outcome.message)
-            self._event({"apiVersion": API_VERSION, "kind": PROPOSAL_KIND, "name": meta["name"],
-                         "namespace": meta["namespace"], "uid": meta.get("uid", "")},
-                        "Warning" if outcome.phase in WARNING_PHASES else "Normal", outcome.reason, outcome.message)
+            self._event(involved, "Warning" if outcome.phase in WARNING_PHASES else "Normal", outcome.reason,
+                        outcome.message)
         return updated
 
     def _event(self, involved: dict, event_type: str, reason: str, message: str) -> None:
@@ -298,13 +503,14 @@ class Reconciler:
             log.warning("could not post event %s on %s/%s: %s", reason, involved.get("kind"), involved.get("name"), err)
 
     def _label_with_policy(self, body: dict, proposal: Proposal) -> None:
-        """Proposals are found by their policy label; a hand-written one may lack it."""
+        """The label is an index (kubectl get sprop -l ...); a hand-written proposal may lack it."""
         meta = body["metadata"]
         # Errors propagate: the queue retries with backoff rather than spinning.
         self.kube.label_proposal(meta["namespace"], meta["name"], {POLICY_LABEL: proposal.policy_name})
 
 
-def _approval_condition(proposal: Proposal | None, outcome: d.Outcome) -> tuple[bool | str, str, str] | None:
+def _approval_condition(proposal: Proposal | None, outcome: d.Outcome,
+                        approver: str | None) -> tuple[bool | str, str, str] | None:
     """The Approved condition: a person's decision as the operator verified it."""
     if proposal is None:
         return None
@@ -314,8 +520,6 @@ def _approval_condition(proposal: Proposal | None, outcome: d.Outcome) -> tuple[
         return False, outcome.reason, outcome.message
     if outcome.reason in (d.Reason.AWAITING_APPROVAL, d.Reason.MISSING_APPROVER):
         return "Unknown", outcome.reason, outcome.message
-    # Every outcome after the approval checks carries the (verified) approval along.
-    after_approval = (Phase.APPROVED, Phase.APPLIED, Phase.REJECTED, Phase.STALE, Phase.FAILED)
-    if proposal.decision.approved and outcome.phase in after_approval:
-        return True, d.Reason.APPROVED, d.approved_message(proposal)
+    if approver:  # verified for this outcome
+        return True, d.Reason.APPROVED, d.approved_message(proposal, approver)
     return None

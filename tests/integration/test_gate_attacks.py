@@ -27,6 +27,7 @@ from harness import CRDS, MANIFESTS, Cluster, admission_policies, wait_for
 from operator_harness import OperatorProcess, Scenario, policy, proposal, wait_steady
 from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, GROUP, POLICY_LABEL, POLICY_PLURAL,
                              PROPOSAL_PLURAL, PROPOSED_BY, VERSION)
+from scalegate.records import OUTCOME
 
 OPERATOR = "system:serviceaccount:scalegate:operator"
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
@@ -340,6 +341,21 @@ def test_f01_operator_applies_at_most_once_even_if_status_is_rewritten(s: Scenar
         patch_status(cluster, "mallory", ns, PROPOSALS, "web-2", {"phase": "Approved"})
         wait_steady(lambda: s.replicas("web") == 5 and applies(s, "web") == 1, duration=6)
     assert len(scaled_events(s, "Deployment", "web")) == 1
+
+
+def test_f01_a_copied_record_is_trusted_for_nothing(s: Scenario, cluster: Cluster, probes: Probes):
+    """Where the record policy is lifted, a proposal created with another proposal's outcome
+    record (as a copy would carry it) is not taken as decided: the record names another uid,
+    so the operator acts on nothing and says why."""
+    applied_once(s, "web", "web-1", 4, 6)
+    record = s.get_proposal("web-1")["metadata"]["annotations"][OUTCOME]
+    with lifted(cluster, probes, "scalegate-proposal-record"):
+        create(cluster, FORECASTER, s.namespace, PROPOSALS, proposal(
+            "web-2", "web", "web", 6, 8, annotations={PROPOSED_BY: FORECASTER, OUTCOME: record}))
+    s.approve("web-2")
+    status = s.wait_phase("web-2", "Failed")["status"]
+    assert status["reason"] == "InvalidRecord" and "written for another object" in status["message"]
+    wait_steady(lambda: s.replicas("web") == 6 and applies(s, "web") == 1, duration=2)
 
 
 # -- 2. forged apply record ---------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 
 from scalegate import decision as d
 from scalegate.decision import Outcome, Reason, Recovery
-from scalegate.model import ApplyIntent, DecisionAnnotations, Phase, Policy, Proposal, TargetRef
+from scalegate.model import DecisionAnnotations, Phase, Policy, Proposal, TargetRef
+from scalegate.records import ApplyIntent
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 20, 30, tzinfo=UTC)
@@ -30,7 +31,7 @@ def decision(**kw) -> DecisionAnnotations:
 def proposal(**kw) -> Proposal:
     values = dict(namespace="shop", name="web-b", uid="uid-b", generation=1, created=NOW - dt.timedelta(minutes=5),
                   policy_name="web", target=WEB, current_replicas=4, replicas=9, valid_until=VALID_UNTIL,
-                  reason="peak", decision=decision(), phase=Phase.PENDING, intent=None)
+                  reason="peak", decision=decision(), phase=Phase.PENDING)
     values.update(kw)
     return Proposal(**values)
 
@@ -388,31 +389,149 @@ def test_no_autoscaler_passes():
 # -- applied and recovery ---------------------------------------------------------------
 
 def test_applied_outcome_tells_the_whole_change():
-    outcome = d.applied(proposal(), 4)
+    outcome = d.applied(proposal(), 4, "alice")
     assert (outcome.phase, outcome.reason) == (Phase.APPLIED, Reason.APPLIED)
     assert outcome.message == "scaled Deployment/web from 4 to 9 replicas, approved by alice"
     assert outcome.terminal
 
 
-INTENT = ApplyIntent(replicas=9, previous_replicas=4, resource_version="100", started_at=NOW)
+def test_applied_names_the_verified_approver_given():
+    assert d.applied(proposal(), 4, "bob").message.endswith("approved by bob")
+
+
+# The intent as the apply wrote it: the target (uid-d) read at generation 7, 4 replicas.
+INTENT = ApplyIntent(uid="uid-b", replicas=9, previous_replicas=4, resource_version="100", target_uid="uid-d",
+                     target_generation=7, approved_by="alice", started_at=NOW)
 
 
 @pytest.mark.parametrize(
-    "live, live_rv, verdict",
+    "live, generation, verdict",
     [
-        pytest.param(9, "101", Recovery.FINISHED, id="written"),
-        pytest.param(9, "100", Recovery.FINISHED, id="written-same-rv"),
-        pytest.param(4, "100", Recovery.NOT_WRITTEN, id="not-written"),
-        pytest.param(4, "105", Recovery.NOT_WRITTEN, id="not-written-rv-moved"),
+        pytest.param(4, 7, Recovery.NOT_WRITTEN, id="unchanged-spec-never-landed"),
+        pytest.param(9, 8, Recovery.FINISHED, id="landed"),
+        pytest.param(9, 12, Recovery.FINISHED, id="landed-then-other-spec-changes"),
     ],
 )
-def test_recover_intent(live, live_rv, verdict):
-    assert d.recover_intent(proposal(intent=INTENT), live, live_rv) == verdict
+def test_recover_intent(live, generation, verdict):
+    assert d.recover_intent(proposal(), INTENT, live, "uid-d", generation) == verdict
 
 
-@pytest.mark.parametrize("live", [3, 6, 12])
-def test_recover_intent_stale_when_neither(live):
-    outcome = d.recover_intent(proposal(intent=INTENT), live, "200")
+@pytest.mark.parametrize(
+    "live, generation",
+    [
+        pytest.param(4, 9, id="landed-and-undone"),   # the window of issue 15: never scale again
+        pytest.param(4, 8, id="spec-changed-replicas-as-before"),
+        pytest.param(6, 8, id="someone-else-scaled"),
+    ],
+)
+def test_recover_intent_fails_closed_when_the_target_changed_otherwise(live, generation):
+    outcome = d.recover_intent(proposal(), INTENT, live, "uid-d", generation)
     assert (outcome.phase, outcome.reason) == (Phase.STALE, Reason.TARGET_CHANGED)
-    assert f"at {live} replicas" in outcome.message
-    assert "previous 4" in outcome.message and "proposed 9" in outcome.message
+    assert outcome.terminal
+    assert f"found Deployment/web at {live}" in outcome.message
+    assert f"generation 7 -> {generation}" in outcome.message and "cannot be told" in outcome.message
+
+
+def test_recover_intent_a_replaced_target_is_stale_even_at_the_same_generation():
+    outcome = d.recover_intent(proposal(), INTENT, 4, "uid-new", 7)
+    assert (outcome.phase, outcome.reason) == (Phase.STALE, Reason.TARGET_CHANGED)
+    assert "replaced by another object" in outcome.message
+
+
+def test_recover_intent_without_a_generation_trusts_only_the_proposed_replicas():
+    unknown = dataclasses.replace(INTENT, target_generation=0)
+    assert d.recover_intent(proposal(), unknown, 9, "uid-d", 0) == Recovery.FINISHED
+    assert d.recover_intent(proposal(), unknown, 4, "uid-d", 0).phase == Phase.STALE
+
+
+# -- the TTL cap --------------------------------------------------------------------------
+
+def test_valid_until_is_capped_at_creation_plus_the_policy_ttl():
+    far = proposal(created=NOW, valid_until=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    capped = d.with_ttl(far, policy(proposal_ttl_seconds=60))
+    assert capped.valid_until == at(60)
+    assert d.check_expiry_rejection_supersession(capped, at(60), None).reason == Reason.EXPIRED
+    assert d.check_expiry_rejection_supersession(capped, at(59), None) is None
+
+
+def test_an_earlier_valid_until_stands():
+    short = proposal(created=NOW, valid_until=at(30))
+    assert d.with_ttl(short, policy(proposal_ttl_seconds=3600)) == short
+
+
+def test_without_a_policy_the_crds_default_ttl_caps():
+    far = proposal(created=NOW, valid_until=at(86400))
+    assert d.with_ttl(far, None).valid_until == at(3600)
+
+
+def test_without_a_creation_time_nothing_is_capped():
+    far = proposal(created=None, valid_until=at(86400))
+    assert d.with_ttl(far, policy(proposal_ttl_seconds=60)) == far
+
+
+# -- times out of range -------------------------------------------------------------------
+
+def test_later_answers_none_past_the_last_representable_time():
+    assert d.later(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), 600) is None
+    assert d.later(NOW, 10 ** 15) is None
+    assert d.later(NOW, 60) == at(60)
+
+
+def test_a_last_applied_time_out_of_range_fails_the_proposal_clearly():
+    broken = policy(cooldown_seconds=600, last_applied_time=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert d.cooldown_remaining(broken, NOW) is None
+    outcome = d.check_cooldown(proposal(), broken, NOW)
+    assert (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.INVALID_POLICY)
+    assert "status.lastAppliedTime 9999-12-31T23:59:59Z plus cooldownSeconds 600" in outcome.message
+
+
+def test_a_huge_cooldown_is_an_answer_too():
+    outcome = d.check_cooldown(proposal(), policy(cooldown_seconds=10 ** 15, last_applied_time=at(-1)), NOW)
+    assert outcome.reason == Reason.INVALID_POLICY
+
+
+# -- one policy per target ----------------------------------------------------------------
+
+def policy_body(name: str, created: str, target: str = "web", kind: str = "Deployment") -> dict:
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target}}}
+
+
+def test_policy_claims_read_what_they_can():
+    claims = d.policy_claims([policy_body("a", "2026-11-26T20:00:00Z"), {"metadata": {"name": "b"}, "spec": {}},
+                              policy_body("c", "yesterday")])
+    assert claims == [("a", dt.datetime(2026, 11, 26, 20, tzinfo=UTC), WEB)]
+
+
+def test_the_oldest_policy_governs_its_target():
+    claims = d.policy_claims([policy_body("web-a", "2026-11-26T20:00:00Z"),
+                              policy_body("web-b", "2026-11-26T20:05:00Z"),
+                              policy_body("api", "2026-11-26T19:00:00Z", target="api"),
+                              policy_body("ss", "2026-11-26T19:00:00Z", kind="StatefulSet")])
+    assert d.check_target_claim(policy(name="web-a"), at(-1800), claims) is None
+    outcome = d.check_target_claim(policy(name="web-b"), at(-1500), claims)
+    assert (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.CONFLICTING_POLICY)
+    assert "the older policy web-a already governs" in outcome.message and outcome.terminal
+
+
+def test_a_tie_in_creation_time_is_broken_by_name():
+    claims = d.policy_claims([policy_body("b", "2026-11-26T20:00:00Z"), policy_body("a", "2026-11-26T20:00:00Z")])
+    assert d.check_target_claim(policy(name="a"), at(-1800), claims) is None
+    assert d.check_target_claim(policy(name="b"), at(-1800), claims).reason == Reason.CONFLICTING_POLICY
+
+
+def test_a_policy_missing_from_the_list_still_counts_itself():
+    assert d.check_target_claim(policy(name="web"), at(-60), []) is None
+
+
+# -- controller-owned targets -------------------------------------------------------------
+
+def test_a_target_controlled_by_another_object_is_refused():
+    outcome = d.check_controller(proposal(target=TargetRef("apps/v1", "ReplicaSet", "web-7f")),
+                                 ("Deployment", "web"))
+    assert (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.TARGET_MANAGED)
+    assert "ReplicaSet/web-7f is controlled by Deployment web" in outcome.message
+
+
+def test_a_target_without_a_controller_passes():
+    assert d.check_controller(proposal(), None) is None

@@ -16,7 +16,6 @@ from scalegate.model import (
     PROPOSED_BY,
     REJECTED,
     REJECTED_BY,
-    ApplyIntent,
     DecisionAnnotations,
     Evidence,
     ForecastSpec,
@@ -313,11 +312,7 @@ def test_no_annotations_is_no_decision(annotations):
 def test_proposal_parses_a_full_body():
     body = proposal_body(forecast={"model": "holt-winters", "upperBound": 410.0})
     body["metadata"]["annotations"].update({APPROVED: "true", APPROVED_BY: "alice", APPROVAL_REF: "!42"})
-    body["status"] = {
-        "phase": "Approved",
-        "applying": {"replicas": 9, "previousReplicas": 4, "resourceVersion": "77",
-                     "startedAt": "2026-11-26T20:40:00Z"},
-    }
+    body["status"] = {"phase": "Approved"}
     proposal = Proposal.parse(body)
     assert (proposal.namespace, proposal.name, proposal.uid, proposal.generation) == (
         "shop", "web-7f3a2", "prop-uid", 1)
@@ -331,7 +326,6 @@ def test_proposal_parses_a_full_body():
     assert proposal.decision.approval_ref == "!42"
     assert proposal.decision.proposed_by == "system:serviceaccount:scalegate:forecaster"
     assert proposal.phase == Phase.APPROVED and not proposal.terminal
-    assert proposal.intent == ApplyIntent(9, 4, "77", dt.datetime(2026, 11, 26, 20, 40, tzinfo=UTC))
     assert proposal.forecast == Evidence(model="holt-winters", upper_bound=410.0)
 
 
@@ -341,7 +335,6 @@ def test_proposal_defaults():
     del body["metadata"]["creationTimestamp"]
     proposal = Proposal.parse(body)
     assert proposal.phase == ""
-    assert proposal.intent is None
     assert proposal.created is None
     assert proposal.reason == ""
     assert proposal.forecast == Evidence()
@@ -409,47 +402,13 @@ def test_bad_creation_timestamp_is_refused():
         Proposal.parse(body)
 
 
-# -- the apply intent -------------------------------------------------------------------
+# -- status is a record, not an authority ------------------------------------------------
 
-@pytest.mark.parametrize("raw", [None, {}, "applying", []], ids=["none", "empty", "string", "list"])
-def test_no_intent(raw):
-    assert ApplyIntent.parse(raw) is None
-
-
-def test_intent_round_trips_through_status():
-    intent = ApplyIntent(replicas=9, previous_replicas=4, resource_version="123", started_at=T0)
-    assert intent.to_dict() == {"replicas": 9, "previousReplicas": 4, "resourceVersion": "123",
-                                "startedAt": "2026-11-26T20:30:00Z"}
-    assert ApplyIntent.parse(intent.to_dict()) == intent
-
-
-def test_intent_defaults_missing_version_and_start():
-    before = dt.datetime.now(UTC)
-    intent = ApplyIntent.parse({"replicas": 9, "previousReplicas": 4})
-    assert intent.resource_version == ""
-    assert intent.started_at >= before.replace(microsecond=0)
-
-
-@pytest.mark.parametrize(
-    "raw, message",
-    [
-        pytest.param({"previousReplicas": 4}, "status.applying.replicas is required", id="no-replicas"),
-        pytest.param({"replicas": 9}, "status.applying.previousReplicas is required", id="no-previous"),
-        pytest.param({"replicas": "9", "previousReplicas": 4}, "status.applying.replicas must be an integer",
-                     id="replicas-string"),
-        pytest.param({"replicas": 9, "previousReplicas": -1}, "status.applying.previousReplicas must be >= 0",
-                     id="previous-negative"),
-        pytest.param({"replicas": 9, "previousReplicas": 4, "startedAt": "now"}, "'now' is not an RFC 3339",
-                     id="bad-start"),
-    ],
-)
-def test_intent_refusals(raw, message):
-    with pytest.raises(InvalidObject, match=message):
-        ApplyIntent.parse(raw)
-
-
-def test_a_bad_intent_makes_the_proposal_invalid():
+def test_an_apply_intent_in_status_is_not_read():
+    """The operator's intent lives in the annotation scalegate.io/applying (records.py): a
+    status.applying, whatever it holds, neither makes the proposal invalid nor means anything."""
     body = proposal_body()
     body["status"] = {"phase": "Approved", "applying": {"replicas": "nine", "previousReplicas": 4}}
-    with pytest.raises(InvalidObject, match="status.applying.replicas must be an integer"):
-        Proposal.parse(body)
+    proposal = Proposal.parse(body)
+    assert not hasattr(proposal, "intent") and proposal.phase == Phase.APPROVED
+

@@ -8,12 +8,13 @@ import collections
 import copy
 import datetime as dt
 import inspect
+import json
 from typing import Any, Callable
 
 import pytest
 
 from scalegate.decision import Reason
-from scalegate.kube import Conflict, Forbidden, Kube, KubeError, NoScaleSubresource, NotFound, Scale
+from scalegate.kube import Conflict, Forbidden, Kube, KubeError, NoScaleSubresource, NotFound, Scale, TargetObject
 from scalegate.model import (
     APPROVAL_REF,
     APPROVED,
@@ -27,7 +28,8 @@ from scalegate.model import (
     format_time,
     parse_time,
 )
-from scalegate.reconciler import APPLYING, OPERATOR_FORBIDDEN, Reconciler
+from scalegate.reconciler import FAULT_POINTS, OPERATOR_FORBIDDEN, RECORD_RESTORED, Reconciler, fault_hook_from_env
+from scalegate.records import APPLY_INTENT, OUTCOME, ApplyIntent, OutcomeRecord
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 20, 30, tzinfo=UTC)
@@ -57,7 +59,8 @@ class FakeKube:
     def __init__(self) -> None:
         self.proposals: dict[tuple[str, str], dict] = {}
         self.policies: dict[tuple[str, str], dict] = {}
-        self.scales: dict[tuple[str, str], dict] = {}  # (ns, target name) -> {replicas, rv, uid}
+        # (ns, target name) -> {replicas, rv, uid, generation, controller}
+        self.scales: dict[tuple[str, str], dict] = {}
         self.no_scale: set[str] = set()
         self.hpas: dict[str, list[tuple[str, TargetRef]]] = collections.defaultdict(list)
         self.approvers: set[str] = {"alice", "bob"}
@@ -89,8 +92,12 @@ class FakeKube:
         return [args for name, args in self.calls if name == method]
 
     def set_replicas(self, name: str, replicas: int) -> None:
-        """Another writer changes the target (a new resourceVersion)."""
-        self.scales[(NS, name)].update(replicas=replicas, rv=self.next_rv())
+        """Another writer changes the target (a new resourceVersion; a new generation if the
+        replicas change, as the API server does for a change of the spec)."""
+        scale = self.scales[(NS, name)]
+        if scale["replicas"] != replicas:
+            scale["generation"] = scale.get("generation", 1) + 1
+        scale.update(replicas=replicas, rv=self.next_rv())
 
     def touch_proposal(self, name: str) -> None:
         """Another writer changes the proposal (a new resourceVersion)."""
@@ -109,7 +116,23 @@ class FakeKube:
         self._enter("list_policy_proposals", namespace, policy, not_older_than)
         return [(body["metadata"]["name"], parse_time(body["metadata"].get("creationTimestamp")))
                 for (ns, _), body in self.proposals.items()
-                if ns == namespace and (body["metadata"].get("labels") or {}).get(POLICY_LABEL) == policy]
+                if ns == namespace and body["spec"]["policyRef"]["name"] == policy]  # by field, not label
+
+    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None) -> list[dict]:
+        self._enter("list_policies", namespace, not_older_than)
+        return [copy.deepcopy(body) for (ns, _), body in self.policies.items() if namespace in (None, ns)]
+
+    def patch_proposal_annotations(self, namespace: str, name: str, annotations: dict[str, str | None],
+                                   resource_version: str) -> dict:
+        self._enter("patch_proposal_annotations", namespace, name, copy.deepcopy(annotations), resource_version)
+        body = self.proposals.get((namespace, name))
+        if body is None:
+            raise NotFound(name)
+        if resource_version != body["metadata"]["resourceVersion"]:
+            raise Conflict(name)
+        merge_patch(body["metadata"].setdefault("annotations", {}), annotations)
+        body["metadata"]["resourceVersion"] = self.next_rv()
+        return copy.deepcopy(body)
 
     def label_proposal(self, namespace: str, name: str, labels: dict[str, str]) -> None:
         self._enter("label_proposal", namespace, name, labels)
@@ -153,6 +176,12 @@ class FakeKube:
         except KeyError:
             raise NotFound(target.describe()) from None
 
+    def get_target(self, namespace: str, target: TargetRef) -> TargetObject:
+        self._enter("get_target", namespace, target)
+        scale = self._scale(namespace, target)
+        return TargetObject(uid=scale["uid"], generation=scale.get("generation", 1), resource_version=scale["rv"],
+                            controller=scale.get("controller"))
+
     def get_scale(self, namespace: str, target: TargetRef) -> Scale:
         self._enter("get_scale", namespace, target)
         scale = self._scale(namespace, target)
@@ -163,6 +192,8 @@ class FakeKube:
         scale = self._scale(namespace, target)
         if resource_version != scale["rv"]:
             raise Conflict(target.describe())
+        if scale["replicas"] != replicas:
+            scale["generation"] = scale.get("generation", 1) + 1
         scale.update(replicas=replicas, rv=self.next_rv())
         return Scale(scale["replicas"], scale["rv"], scale["uid"])
 
@@ -185,6 +216,20 @@ class FakeKube:
     # views for assertions
     def status(self, name: str = "web-1") -> dict:
         return self.proposals[(NS, name)].get("status") or {}
+
+    def annotations(self, name: str = "web-1") -> dict:
+        return self.proposals[(NS, name)]["metadata"].get("annotations") or {}
+
+    def intent(self, name: str = "web-1") -> dict | None:
+        text = self.annotations(name).get(APPLY_INTENT)
+        return json.loads(text) if text else None
+
+    def outcome(self, name: str = "web-1") -> dict | None:
+        text = self.annotations(name).get(OUTCOME)
+        return json.loads(text) if text else None
+
+    def record_writes(self) -> list[dict]:
+        return [args[2] for args in self.called("patch_proposal_annotations")]
 
     def replicas(self, name: str = "web") -> int:
         return self.scales[(NS, name)]["replicas"]
@@ -211,7 +256,7 @@ class Clock:
 def proposal_body(name: str = "web-1", *, current: int = 4, replicas: int = 9, approved_by: str | None = "alice",
                   created: dt.datetime = NOW - dt.timedelta(minutes=10), valid_for: float = 3600,
                   labels: dict | None = None, annotations: dict | None = None, status: dict | None = None,
-                  target: dict | None = None) -> dict:
+                  target: dict | None = None, policy: str = "web") -> dict:
     ann = {PROPOSED_BY: FORECASTER}
     if approved_by is not None:
         ann.update({APPROVED: "true", APPROVED_BY: approved_by})
@@ -220,8 +265,8 @@ def proposal_body(name: str = "web-1", *, current: int = 4, replicas: int = 9, a
         "apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingProposal",
         "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1,
                      "resourceVersion": "1", "creationTimestamp": format_time(created),
-                     "labels": {POLICY_LABEL: "web"} if labels is None else labels, "annotations": ann},
-        "spec": {"policyRef": {"name": "web"},
+                     "labels": {POLICY_LABEL: policy} if labels is None else labels, "annotations": ann},
+        "spec": {"policyRef": {"name": policy},
                  "targetRef": target or {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
                  "currentReplicas": current, "replicas": replicas,
                  "validUntil": format_time(NOW + dt.timedelta(seconds=valid_for)), "reason": "peak ahead"},
@@ -233,10 +278,11 @@ def proposal_body(name: str = "web-1", *, current: int = 4, replicas: int = 9, a
 
 def policy_body(**spec) -> dict:
     values = {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-              "minReplicas": 1, "maxReplicas": 20, "cooldownSeconds": 600}
+              "minReplicas": 1, "maxReplicas": 20, "cooldownSeconds": 600, "proposalTTLSeconds": 7200}
     values.update(spec)
     return {"apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingPolicy",
-            "metadata": {"name": "web", "namespace": NS, "uid": "uid-policy", "generation": 1},
+            "metadata": {"name": "web", "namespace": NS, "uid": "uid-policy", "generation": 1,
+                         "creationTimestamp": "2026-11-01T00:00:00Z"},
             "spec": values}
 
 
@@ -244,7 +290,7 @@ def policy_body(**spec) -> dict:
 def kube() -> FakeKube:
     kube = FakeKube()
     kube.policies[(NS, "web")] = policy_body()
-    kube.scales[(NS, "web")] = {"replicas": 4, "rv": "100", "uid": "uid-deploy-web"}
+    kube.scales[(NS, "web")] = {"replicas": 4, "rv": "100", "uid": "uid-deploy-web", "generation": 7}
     kube.proposals[(NS, "web-1")] = proposal_body()
     return kube
 
@@ -272,7 +318,7 @@ def reconcile(reconciler: Reconciler, name: str = "web-1"):
 @pytest.mark.parametrize("method", [
     "get_proposal", "list_policy_proposals", "label_proposal", "get_policy", "patch_proposal_status",
     "patch_policy_status", "get_scale", "update_scale", "may_update_scale", "autoscalers", "user_may_approve",
-    "emit_event",
+    "emit_event", "get_target", "list_policies", "patch_proposal_annotations",
 ])
 def test_fake_kube_has_the_adapters_signatures(method):
     real = list(inspect.signature(getattr(Kube, method)).parameters)[1:]
@@ -300,16 +346,28 @@ def test_applies_and_records_the_receipt(kube, reconciler):
     assert (conditions["Approved"]["status"], conditions["Approved"]["message"]) == ("True", "approved by alice")
 
 
-def test_the_intent_is_in_status_before_the_scale_is_written(kube, reconciler):
+def test_the_intent_is_recorded_before_the_scale_is_written(kube, reconciler):
     seen_at_write = []
-    kube.on("update_scale", lambda *_: seen_at_write.append(copy.deepcopy(kube.status())))
+    kube.on("update_scale", lambda *_: seen_at_write.append(kube.intent()))
     reconcile(reconciler)
-    assert len(seen_at_write) == 1
-    stored = seen_at_write[0]
-    assert stored["applying"] == {"replicas": 9, "previousReplicas": 4, "resourceVersion": "100",
-                                  "startedAt": "2026-11-26T20:30:00Z"}
-    assert (stored["phase"], stored["reason"]) == (Phase.APPROVED, APPLYING)
-    assert "scaling Deployment/web from 4 to 9" in stored["message"]
+    assert seen_at_write == [{"uid": "uid-web-1", "replicas": 9, "previousReplicas": 4, "resourceVersion": "100",
+                              "targetUID": "uid-deploy-web", "targetGeneration": 7, "approvedBy": "alice",
+                              "startedAt": "2026-11-26T20:30:00Z"}]
+    # in an annotation (out of a status writer's reach), conditioned on the version decided on
+    assert kube.called("patch_proposal_annotations")[0][3] == "1"
+    assert "applying" not in kube.status()
+
+
+def test_the_outcome_is_recorded_before_status_says_it(kube, reconciler):
+    seen = []
+    kube.on("patch_proposal_status", lambda *_: seen.append(kube.outcome()))
+    reconcile(reconciler)
+    assert seen == [{"uid": "uid-web-1", "phase": "Applied", "reason": "Applied",
+                     "message": "scaled Deployment/web from 4 to 9 replicas, approved by alice",
+                     "at": "2026-11-26T20:30:00Z", "approvedBy": "alice", "previousReplicas": 4,
+                     "appliedReplicas": 9}]
+    assert kube.intent() is None  # the outcome write drops the intent
+    assert kube.status()["phase"] == Phase.APPLIED
 
 
 def test_the_scale_write_carries_the_reads_resource_version(kube, reconciler):
@@ -317,24 +375,26 @@ def test_the_scale_write_carries_the_reads_resource_version(kube, reconciler):
     assert kube.called("update_scale") == [(NS, WEB, 9, "100")]
 
 
-def test_every_status_write_is_conditioned_on_the_version_read(kube, reconciler):
+def test_every_write_of_the_proposal_is_conditioned_on_the_version_read(kube, reconciler):
     reconcile(reconciler)
-    versions = [args[3] for args in kube.called("patch_proposal_status")]
-    assert len(versions) == 2 and all(versions) and versions[0] == "1"
-    assert versions[1] != versions[0]  # the second write builds on the first one's answer
+    versions = [args[3] for name, args in kube.calls if name in ("patch_proposal_annotations",
+                                                                   "patch_proposal_status")]
+    assert len(versions) == 3 and versions[0] == "1"
+    assert len(set(versions)) == 3  # each write builds on the previous one's answer
 
 
-def test_policy_cooldown_is_recorded_before_the_applied_status(kube, reconciler, clock):
+def test_policy_cooldown_is_recorded_before_the_applied_records(kube, reconciler, clock):
     order = []
-    kube.on("patch_policy_status", lambda *_: order.append(("policy", kube.status().get("phase"))))
+    kube.on("patch_policy_status", lambda *_: order.append(("policy", kube.outcome(), kube.status().get("phase"))))
     reconcile(reconciler)
-    assert order == [("policy", Phase.APPROVED)]  # the proposal was not yet Applied
+    assert order == [("policy", None, None)]  # the proposal was not yet recorded Applied
     assert kube.called("patch_policy_status") == [
         (NS, "web", {"lastAppliedTime": "2026-11-26T20:30:00Z", "lastAppliedProposal": "web-1"})]
     assert kube.policies[(NS, "web")]["status"]["lastAppliedTime"] == format_time(clock())
     names = [name for name, _ in kube.calls if name in ("update_scale", "patch_policy_status",
-                                                        "patch_proposal_status")]
-    assert names == ["patch_proposal_status", "update_scale", "patch_policy_status", "patch_proposal_status"]
+                                                        "patch_proposal_status", "patch_proposal_annotations")]
+    assert names == ["patch_proposal_annotations", "update_scale", "patch_policy_status",
+                     "patch_proposal_annotations", "patch_proposal_status"]
 
 
 def test_events_on_the_proposal_and_on_the_target(kube, reconciler):
@@ -427,7 +487,9 @@ def test_superseded_by_a_newer_proposal_of_the_same_policy(kube, reconciler):
     assert (status["phase"], status["reason"]) == (Phase.SUPERSEDED, Reason.SUPERSEDED)
     assert "web-2" in status["message"]
     assert kube.replicas() == 4
-    assert not kube.called("user_may_approve")
+    # the approval is recorded only as the API server confirms it
+    assert kube.called("user_may_approve") == [("alice", NS, "web-1")] and status["approvedBy"] == "alice"
+    assert kube.outcome("web-1")["approvedBy"] == "alice"
     # the list is at least as recent as the state decided on
     assert kube.called("list_policy_proposals") == [(NS, "web", "1")]
     # the newer one is not superseded by the older one
@@ -435,10 +497,28 @@ def test_superseded_by_a_newer_proposal_of_the_same_policy(kube, reconciler):
     assert kube.status("web-2")["phase"] == Phase.PENDING
 
 
+def test_an_expired_approval_not_confirmed_records_no_approver(kube, reconciler, clock):
+    put(kube, proposal_body(approved_by="mallory"))
+    clock.advance(3600)
+    reconcile(reconciler)
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.EXPIRED, Reason.EXPIRED)
+    assert "approvedBy" not in status and "approvedBy" not in kube.outcome()
+
+
 def test_a_newer_proposal_of_another_policy_does_not_supersede(kube, reconciler):
-    put(kube, proposal_body("api-1", created=NOW, labels={POLICY_LABEL: "api"}))
+    put(kube, proposal_body("api-1", created=NOW, policy="api"))
     reconcile(reconciler)
     assert kube.status()["phase"] == Phase.APPLIED
+
+
+def test_supersession_follows_the_policy_ref_not_the_label(kube, reconciler):
+    """The label is an index a person who may patch proposals could change; spec.policyRef
+    is immutable. A newer proposal of policy web supersedes, whatever its label says."""
+    put(kube, proposal_body("web-2", created=NOW - dt.timedelta(minutes=1), approved_by=None,
+                            labels={POLICY_LABEL: "api"}))
+    reconcile(reconciler, "web-1")
+    assert kube.status("web-1")["phase"] == Phase.SUPERSEDED and kube.replicas() == 4
 
 
 def test_self_approval_is_rejected_without_asking_the_api_server(kube, reconciler):
@@ -457,7 +537,7 @@ def test_unauthorized_approver_is_rejected_and_the_scale_never_read(kube, reconc
     assert (status["phase"], status["reason"]) == (Phase.REJECTED, Reason.APPROVER_NOT_AUTHORIZED)
     assert "mallory" in status["message"]
     assert kube.called("user_may_approve") == [("mallory", NS, "web-1")]
-    assert not kube.called("get_scale") and not kube.called("get_policy") and not kube.called("update_scale")
+    assert not kube.called("get_scale") and not kube.called("get_target") and not kube.called("update_scale")
     approved = next(c for c in status["conditions"] if c["type"] == "Approved")
     assert (approved["status"], approved["reason"]) == ("False", Reason.APPROVER_NOT_AUTHORIZED)
     assert "approvedBy" not in status
@@ -579,15 +659,15 @@ def test_unreadable_target_fails(kube, reconciler, setup, reason):
 
 # -- Forbidden: the operator lacks a permission -----------------------------------------
 
-@pytest.mark.parametrize("method", ["get_scale", "update_scale"])
+@pytest.mark.parametrize("method", ["get_target", "get_scale", "update_scale"])
 def test_forbidden_stays_approved_and_retries(kube, reconciler, method):
     kube.fail(method, Forbidden("deployments.apps/scale is forbidden"))
     assert reconcile(reconciler) == 30.0
     status = kube.status()
     assert (status["phase"], status["reason"]) == (Phase.APPROVED, OPERATOR_FORBIDDEN)
-    assert "scale of Deployment/web" in status["message"]  # stable text: a retry on the same state writes nothing
-    assert "ServiceAccount" in status["message"]
-    assert kube.replicas() == 4
+    assert "may not read Deployment/web or update its scale" in status["message"]  # stable text
+    assert "ServiceAccount get on that kind and get/update on its scale" in status["message"]
+    assert kube.replicas() == 4 and kube.intent() is None  # a refused write leaves no intent behind
     assert kube.proposal_events()[-1] == ("Normal", OPERATOR_FORBIDDEN)
 
 
@@ -628,7 +708,7 @@ def test_conflict_with_unchanged_replicas_retries_with_the_fresh_version(kube, r
     # each write carried the resourceVersion of the read just before it, never an old one
     reads_then_writes = [(name, args) for name, args in kube.calls if name in ("get_scale", "update_scale")]
     assert [name for name, _ in reads_then_writes] == ["get_scale", "update_scale"] * 2
-    intents = [s["applying"]["resourceVersion"] for s in kube.status_writes() if s.get("applying")]
+    intents = [json.loads(w[APPLY_INTENT])["resourceVersion"] for w in kube.record_writes() if w.get(APPLY_INTENT)]
     assert intents == ["100", moved[0]]
 
 
@@ -639,15 +719,14 @@ def test_a_target_that_keeps_changing_is_left_for_a_later_try(kube, reconciler):
     rvs = [w[3] for w in kube.called("update_scale")]
     assert len(rvs) == 3 and len(set(rvs)) == 3
     assert kube.replicas() == 4
-    # the next look finds the intent unwritten, clears it, and decides again
-    assert reconcile(reconciler) == 0.0
-    assert "applying" not in kube.status()
+    # every write was refused by its precondition: no intent is left to be mistaken later
+    assert kube.intent() is None
     assert reconcile(reconciler) is None
     assert kube.status()["phase"] == Phase.APPLIED and kube.replicas() == 9
 
 
 def test_conflict_on_the_intent_write_reruns_without_scaling(kube, reconciler):
-    kube.on("patch_proposal_status", lambda *_: kube.touch_proposal("web-1"))  # e.g. kubectl annotate
+    kube.on("patch_proposal_annotations", lambda *_: kube.touch_proposal("web-1"))  # e.g. kubectl annotate
     assert reconcile(reconciler) == 0.0
     assert not kube.called("update_scale") and kube.replicas() == 4
     assert reconcile(reconciler) is None
@@ -655,17 +734,23 @@ def test_conflict_on_the_intent_write_reruns_without_scaling(kube, reconciler):
     assert len(kube.called("update_scale")) == 1
 
 
-def test_conflict_on_the_final_write_never_scales_twice(kube, reconciler):
-    kube.on("patch_proposal_status", lambda *_: None)  # the intent write goes through
-    kube.on("patch_proposal_status", lambda *_: kube.touch_proposal("web-1"))  # the Applied write conflicts
+def test_conflict_on_the_outcome_write_never_scales_twice(kube, reconciler):
+    kube.on("patch_proposal_annotations", lambda *_: None)  # the intent write goes through
+    kube.on("patch_proposal_annotations", lambda *_: kube.touch_proposal("web-1"))  # the outcome write conflicts
     assert reconcile(reconciler) == 0.0
-    assert kube.replicas() == 9
-    assert kube.status()["applying"]["replicas"] == 9
+    assert kube.replicas() == 9 and kube.intent()["replicas"] == 9 and kube.outcome() is None
     assert reconcile(reconciler) is None
     status = kube.status()
     assert status["phase"] == Phase.APPLIED
     assert (status["previousReplicas"], status["appliedReplicas"]) == (4, 9)
     assert len(kube.called("update_scale")) == 1
+
+
+def test_conflict_on_the_final_status_write_is_written_again_from_the_record(kube, reconciler):
+    kube.on("patch_proposal_status", lambda *_: kube.touch_proposal("web-1"))  # e.g. kubectl annotate
+    assert reconcile(reconciler) is None
+    assert kube.status()["phase"] == Phase.APPLIED and len(kube.called("update_scale")) == 1
+    assert [e["reason"] for e in kube.events if e["involved"]["kind"] == "Deployment"] == ["ScaledByScalegate"]
 
 
 # -- a body handed over by the watch ------------------------------------------------------
@@ -705,7 +790,7 @@ def test_an_autoscaler_lookup_can_replace_the_listing(kube, clock):
 
 
 def test_proposal_deleted_during_the_reconcile(kube, reconciler):
-    kube.on("patch_proposal_status", lambda *_: kube.proposals.clear())
+    kube.on("patch_proposal_annotations", lambda *_: kube.proposals.clear())
     assert reconcile(reconciler) == 0.0
     assert not kube.called("update_scale")
     assert reconcile(reconciler) is None
@@ -713,50 +798,54 @@ def test_proposal_deleted_during_the_reconcile(kube, reconciler):
 
 # -- recovery of an interrupted apply ----------------------------------------------------
 
-def intent_status(replicas: int = 9, previous: int = 4, rv: str = "100") -> dict:
-    return {"phase": Phase.APPROVED, "reason": APPLYING, "approvedBy": "alice",
-            "approvedAt": "2026-11-26T20:29:00Z",
-            "applying": {"replicas": replicas, "previousReplicas": previous, "resourceVersion": rv,
-                         "startedAt": "2026-11-26T20:29:30Z"}}
+def with_intent(kube: FakeKube, *, replicas: int = 9, previous: int = 4, generation: int = 7,
+                target_uid: str = "uid-deploy-web", approver: str = "alice") -> None:
+    """web-1 as an interrupted apply left it: approved, its intent recorded (the target read
+    at `generation`), nothing else."""
+    intent = ApplyIntent(uid="uid-web-1", replicas=replicas, previous_replicas=previous, resource_version="100",
+                         target_uid=target_uid, target_generation=generation, approved_by=approver,
+                         started_at=NOW - dt.timedelta(seconds=30))
+    put(kube, proposal_body(annotations={APPLY_INTENT: intent.to_annotation()},
+                            status={"phase": Phase.APPROVED, "reason": Reason.APPROVED,
+                                    "approvedBy": approver, "approvedAt": "2026-11-26T20:29:00Z"}))
 
 
 def test_recovery_records_an_apply_that_happened_without_writing_again(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
-    kube.scales[(NS, "web")].update(replicas=9, rv="101")
+    with_intent(kube)
+    kube.set_replicas("web", 9)  # our write had landed: generation 7 -> 8
     assert reconcile(reconciler) is None
     assert not kube.called("update_scale")
     status = kube.status()
     assert (status["phase"], status["previousReplicas"], status["appliedReplicas"]) == (Phase.APPLIED, 4, 9)
     assert status["appliedAt"] == "2026-11-26T20:30:00Z"
     assert status["approvedAt"] == "2026-11-26T20:29:00Z"  # kept from the first run
-    assert "applying" not in status
+    assert kube.intent() is None and kube.outcome()["phase"] == Phase.APPLIED
     assert kube.called("patch_policy_status")[0][2]["lastAppliedTime"] == "2026-11-26T20:30:00Z"
     assert [e["reason"] for e in kube.events if e["involved"]["kind"] == "Deployment"] == ["ScaledByScalegate"]
+    assert not kube.called("user_may_approve")  # verified before the intent was written; the intent names alice
 
 
 def test_recovery_counts_an_apply_that_happened_even_after_expiry(kube, reconciler, clock):
-    put(kube, proposal_body(status=intent_status()))
-    kube.scales[(NS, "web")].update(replicas=9, rv="101")
+    with_intent(kube)
+    kube.set_replicas("web", 9)
     clock.advance(7200)
     reconcile(reconciler)
     assert kube.status()["phase"] == Phase.APPLIED
 
 
 def test_recovery_of_an_unwritten_apply_clears_the_intent_and_decides_again(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
+    with_intent(kube)
     kube.scales[(NS, "web")].update(rv="105")  # a status update of the Deployment moved the version only
     assert reconcile(reconciler) == 0.0
-    status = kube.status()
-    assert "applying" not in status
-    assert (status["phase"], status["reason"]) == (Phase.APPROVED, Reason.APPROVED)
-    assert not kube.called("update_scale")
+    assert kube.intent() is None and not kube.called("update_scale")
+    assert kube.status()["phase"] == Phase.APPROVED
     assert reconcile(reconciler) is None
     assert kube.called("update_scale") == [(NS, WEB, 9, "105")]
     assert kube.status()["phase"] == Phase.APPLIED
 
 
 def test_recovery_of_an_unwritten_apply_runs_every_check_again(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
+    with_intent(kube)
     kube.policies[(NS, "web")] = policy_body(suspend=True)
     reconcile(reconciler)
     assert reconcile(reconciler) == 3600.0
@@ -765,40 +854,222 @@ def test_recovery_of_an_unwritten_apply_runs_every_check_again(kube, reconciler)
 
 
 def test_recovery_with_the_target_elsewhere_is_stale(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
+    with_intent(kube)
     kube.set_replicas("web", 6)
     assert reconcile(reconciler) is None
     status = kube.status()
     assert (status["phase"], status["reason"]) == (Phase.STALE, Reason.TARGET_CHANGED)
-    assert "neither the previous 4 nor the proposed 9" in status["message"]
-    assert "applying" not in status
+    assert "found Deployment/web at 6" in status["message"]
+    assert kube.intent() is None and kube.outcome()["phase"] == Phase.STALE
+    assert not kube.called("update_scale")
+
+
+def test_recovery_after_our_write_was_undone_never_scales_again(kube, reconciler):
+    """Issue 15's window: our write landed (4 -> 9), another writer set 4 again, and we
+    restarted before recording anything. The replicas alone look unwritten; the generation
+    (7 at our read, 9 now) says the spec changed twice since, so nothing is written again."""
+    with_intent(kube)
+    kube.set_replicas("web", 9)
+    kube.set_replicas("web", 4)
+    assert reconcile(reconciler) is None
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.STALE, Reason.TARGET_CHANGED)
+    assert "generation 7 -> 9" in status["message"] and "cannot be told" in status["message"]
+    assert not kube.called("update_scale") and kube.replicas() == 4
+    assert not kube.called("patch_policy_status")
+
+
+def test_recovery_with_the_target_replaced_is_stale(kube, reconciler):
+    with_intent(kube, target_uid="uid-of-the-deleted-one")
+    assert reconcile(reconciler) is None
+    assert kube.status()["phase"] == Phase.STALE and "replaced by another object" in kube.status()["message"]
     assert not kube.called("update_scale")
 
 
 def test_recovery_with_the_target_gone_fails(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
+    with_intent(kube)
     kube.scales.clear()
     assert reconcile(reconciler) is None
     assert (kube.status()["phase"], kube.status()["reason"]) == (Phase.FAILED, Reason.TARGET_NOT_FOUND)
-    assert "applying" not in kube.status()
+    assert kube.intent() is None
 
 
-def test_recovery_without_permission_to_read_the_scale_says_so(kube, reconciler):
-    put(kube, proposal_body(status=intent_status()))
-    kube.fail("get_scale", Forbidden("deployments.apps/scale is forbidden"))
+def test_recovery_without_permission_to_read_the_target_keeps_the_intent(kube, reconciler):
+    with_intent(kube)
+    kube.fail("get_target", Forbidden("deployments.apps is forbidden"))
     assert reconcile(reconciler) == 30.0
     assert kube.status()["reason"] == OPERATOR_FORBIDDEN
+    assert kube.intent() is not None  # whether it wrote is still unknown: the next look decides
 
 
 def test_a_crash_right_after_the_scale_write_is_recovered_once(kube, reconciler, clock):
     kube.fail("patch_policy_status", KubeError("connection reset"))  # we "die" right after scaling
     with pytest.raises(KubeError):
         reconcile(reconciler)
-    assert kube.replicas() == 9 and kube.status()["applying"]["replicas"] == 9
+    assert kube.replicas() == 9 and kube.intent()["replicas"] == 9
     restarted = Reconciler(kube, clock=clock)
     assert reconcile(restarted) is None
     assert kube.status()["phase"] == Phase.APPLIED
     assert len(kube.called("update_scale")) == 1
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL in the fault tests: nothing after it runs (not even except clauses)."""
+
+
+@pytest.mark.parametrize("point, writes", [
+    ("before-intent", 1), ("after-intent", 1), ("after-scale-write", 1), ("after-policy-status", 1),
+    ("after-outcome-record", 1), ("after-proposal-status", 1)])
+def test_killed_at_each_write_of_an_apply_a_restart_applies_exactly_once(kube, clock, point, writes):
+    def fault(reached: str) -> None:
+        if reached == point:
+            raise Killed(point)
+
+    with pytest.raises(Killed):
+        Reconciler(kube, clock=clock, fault=fault).reconcile(NS, "web-1")
+    restarted = Reconciler(kube, clock=clock)
+    for _ in range(3):  # the queue's looks after a restart
+        if reconcile(restarted) is None:
+            break
+    assert kube.status()["phase"] == Phase.APPLIED and kube.outcome()["phase"] == Phase.APPLIED
+    assert (kube.status()["previousReplicas"], kube.status()["appliedReplicas"]) == (4, 9)
+    assert len(kube.called("update_scale")) == writes and kube.replicas() == 9
+    assert kube.intent() is None and "lastAppliedTime" in kube.policies[(NS, "web")]["status"]
+
+
+def test_the_fault_hook_is_off_unless_set_and_refuses_an_unknown_point():
+    assert fault_hook_from_env({}) is None
+    assert callable(fault_hook_from_env({"SCALEGATE_FAULT_POINT": "after-scale-write"}))
+    with pytest.raises(ValueError, match="is not one of before-intent, after-intent"):
+        fault_hook_from_env({"SCALEGATE_FAULT_POINT": "after-scale"})
+    assert FAULT_POINTS[0] == "before-intent" and FAULT_POINTS[-1] == "after-proposal-status"
+
+
+# -- status is a record, not an authority ---------------------------------------------------
+
+def applied_once(kube: FakeKube, reconciler: Reconciler) -> None:
+    assert reconcile(reconciler) is None and kube.status()["phase"] == Phase.APPLIED
+    kube.calls.clear()
+    kube.events.clear()
+
+
+@pytest.mark.parametrize("rewrite", [
+    {"phase": Phase.PENDING, "applying": None},
+    {"phase": Phase.APPROVED, "reason": Reason.APPROVED},
+    {"phase": None, "reason": None},
+], ids=["pending", "approved", "no-phase"])
+def test_an_applied_proposal_whose_status_is_rewritten_is_never_applied_again(kube, reconciler, rewrite):
+    applied_once(kube, reconciler)
+    kube.set_replicas("web", 4)  # an admin scaled back: the proposal would apply again if decided afresh
+    kube.patch_proposal_status(NS, "web-1", rewrite)
+    kube.calls.clear()
+    assert reconcile(reconciler) is None
+    assert not kube.called("update_scale") and not kube.called("get_scale") and kube.replicas() == 4
+    assert not kube.called("patch_policy_status")  # the cooldown does not move either
+    status = kube.status()
+    assert (status["phase"], status["previousReplicas"], status["appliedReplicas"]) == (Phase.APPLIED, 4, 9)
+    assert status["approvedBy"] == "alice" and status["finishedAt"] == "2026-11-26T20:30:00Z"
+    assert [(e["type"], e["reason"]) for e in kube.events] == [("Warning", RECORD_RESTORED)]
+
+
+def test_a_stale_proposal_set_to_approved_is_not_applied(kube, reconciler):
+    kube.set_replicas("web", 6)
+    reconcile(reconciler)
+    assert kube.status()["phase"] == Phase.STALE
+    kube.set_replicas("web", 4)  # back to what the proposal was based on
+    kube.patch_proposal_status(NS, "web-1", {"phase": Phase.APPROVED, "reason": Reason.APPROVED})
+    assert reconcile(reconciler) is None
+    assert not kube.called("update_scale") and kube.replicas() == 4
+    assert kube.status()["phase"] == Phase.STALE
+
+
+def test_a_forged_intent_in_status_is_no_receipt(kube, reconciler):
+    """status.applying claiming the live replicas on an unapproved proposal: nothing is
+    recorded Applied, no Event, no cooldown; the field is cleared."""
+    put(kube, proposal_body(current=3, replicas=4, approved_by=None, status={"applying": {
+        "replicas": 4, "previousReplicas": 3, "resourceVersion": "1", "startedAt": "2026-11-26T20:29:00Z"}}))
+    assert reconcile(reconciler) == 3600.0
+    assert (kube.status()["phase"], kube.status()["reason"]) == (Phase.PENDING, Reason.AWAITING_APPROVAL)
+    assert "applying" not in kube.status()
+    assert not kube.called("patch_policy_status") and not kube.called("update_scale")
+    assert [e["involved"]["kind"] for e in kube.events] == ["ScalingProposal"]
+
+
+def test_a_forged_approver_in_status_is_cleared_and_replaced_by_the_verified_one(kube, reconciler):
+    put(kube, proposal_body(approved_by=None, status={"phase": Phase.PENDING, "approvedBy": "mallory",
+                                                       "approvedAt": "2000-01-01T00:00:00Z"}))
+    reconcile(reconciler)
+    assert "approvedBy" not in kube.status() and "approvedAt" not in kube.status()
+    kube.proposals[(NS, "web-1")]["metadata"]["annotations"].update({APPROVED: "true", APPROVED_BY: "alice"})
+    reconcile(reconciler)
+    assert kube.status()["approvedBy"] == "alice" and kube.outcome()["approvedBy"] == "alice"
+
+
+def test_a_forged_terminal_phase_in_status_only_stops_the_operator(kube, reconciler):
+    put(kube, proposal_body(status={"phase": Phase.FAILED}))
+    assert reconcile(reconciler) is None
+    assert [name for name, _ in kube.calls] == ["get_proposal"]
+
+
+def test_a_record_written_for_another_object_is_acted_on_by_nothing(kube, reconciler):
+    copied = OutcomeRecord(uid="uid-of-another", phase=Phase.REJECTED, reason="RejectedByUser", message="no",
+                           at=NOW)
+    put(kube, proposal_body(annotations={OUTCOME: copied.to_annotation()}))
+    assert reconcile(reconciler) is None
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.INVALID_RECORD)
+    assert "written for another object" in status["message"]
+    assert not kube.called("update_scale") and not kube.called("patch_proposal_annotations")
+
+
+def test_an_unreadable_intent_is_acted_on_by_nothing(kube, reconciler):
+    put(kube, proposal_body(annotations={APPLY_INTENT: "{not json"}))
+    assert reconcile(reconciler) is None
+    assert kube.status()["reason"] == Reason.INVALID_RECORD and not kube.called("update_scale")
+
+
+# -- one policy per target, controlled targets, the TTL, times out of range ------------------
+
+def test_a_second_policy_for_the_same_target_is_refused(kube, reconciler):
+    second = policy_body()
+    second["metadata"].update(name="web-b", uid="uid-b", creationTimestamp="2026-11-20T00:00:00Z")
+    kube.policies[(NS, "web-b")] = second
+    put(kube, proposal_body("b-1", policy="web-b"))
+    assert reconcile(reconciler, "b-1") is None
+    status = kube.status("b-1")
+    assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.CONFLICTING_POLICY)
+    assert "the older policy web already governs" in status["message"]
+    assert not kube.called("get_scale") and kube.replicas() == 4
+    assert kube.called("list_policies") == [(NS, "1")]  # at least as recent as the proposal decided on
+    assert reconcile(reconciler, "web-1") is None and kube.status("web-1")["phase"] == Phase.APPLIED
+
+
+def test_a_target_controlled_by_another_object_is_refused_before_any_write(kube, reconciler):
+    kube.scales[(NS, "web")]["controller"] = ("Deployment", "web-parent")
+    assert reconcile(reconciler) is None
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.TARGET_MANAGED)
+    assert "controlled by Deployment web-parent" in status["message"]
+    assert not kube.called("update_scale") and kube.intent() is None
+
+
+def test_valid_until_is_capped_by_the_policy_ttl(kube, reconciler, clock):
+    kube.policies[(NS, "web")] = policy_body(proposalTTLSeconds=60)
+    body = proposal_body(approved_by=None, created=NOW)
+    body["spec"]["validUntil"] = "9999-12-31T23:59:59Z"
+    put(kube, body)
+    assert reconcile(reconciler) == 60.0  # looked at again when the TTL ends, not in the year 9999
+    clock.advance(60)
+    assert reconcile(reconciler) is None
+    assert kube.status()["phase"] == Phase.EXPIRED and "2026-11-26T20:31:00Z" in kube.status()["message"]
+
+
+def test_a_last_applied_time_out_of_range_fails_clearly_instead_of_raising(kube, reconciler):
+    kube.policies[(NS, "web")]["status"] = {"lastAppliedTime": "9999-12-31T23:59:59Z"}
+    assert reconcile(reconciler) is None
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.INVALID_POLICY)
+    assert "lastAppliedTime" in status["message"] and not kube.called("update_scale")
 
 
 # -- invalid and terminal proposals ------------------------------------------------------
@@ -830,7 +1101,8 @@ def test_invalid_proposal_fails_closed(kube, reconciler, body, message_part):
     assert status["finishedAt"] == "2026-11-26T20:30:00Z"
     assert kube.proposal_events() == [("Warning", Reason.INVALID_PROPOSAL)]
     assert [name for name, _ in kube.calls if name not in ("emit_event",)] == [
-        "get_proposal", "patch_proposal_status"]
+        "get_proposal", "patch_proposal_annotations", "patch_proposal_status"]
+    assert kube.outcome()["reason"] == Reason.INVALID_PROPOSAL
     assert kube.replicas() == 4
 
 
@@ -942,7 +1214,7 @@ def test_kube_errors_propagate(kube, reconciler, method):
 
 def test_an_unknown_outcome_of_the_scale_write_is_recovered_from_the_intent(kube, reconciler):
     def write_then_timeout(*_):
-        kube.scales[(NS, "web")].update(replicas=9, rv=kube.next_rv())
+        kube.set_replicas("web", 9)
         raise KubeError("read timed out")
 
     kube.on("update_scale", write_then_timeout)

@@ -30,7 +30,7 @@ def policy(bounds: Bounds) -> Policy:
 def proposal(current: int, replicas: int) -> Proposal:
     return Proposal(namespace="shop", name="web-1", uid="uid-1", generation=1, created=NOW, policy_name="web",
                     target=WEB, current_replicas=current, replicas=replicas,
-                    valid_until=NOW + dt.timedelta(hours=1), reason="", phase=Phase.APPROVED, intent=None,
+                    valid_until=NOW + dt.timedelta(hours=1), reason="", phase=Phase.APPROVED,
                     decision=DecisionAnnotations(True, "alice", False, "", "forecaster", "", ""))
 
 
