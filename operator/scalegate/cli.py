@@ -38,7 +38,9 @@ def _dev_cluster(args: argparse.Namespace) -> int:
                 DevNode(cluster, log=log).up()
             print(cluster.env())
         elif args.action == "down":
-            DevNode(cluster, log=log).down(quiet=True)  # first: it undoes its changes to the machine
+            node = DevNode(cluster, log=log)
+            if node.read_state() is not None:
+                node.down()  # first: it undoes its changes to the machine
             cluster.down()
         elif args.action == "env":
             if cluster.read_state() is None:
