@@ -132,8 +132,7 @@ class Cluster:
     # -- set-up ------------------------------------------------------------------------
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/scalingpolicies.scalegate.io", "crd/scalingproposals.scalegate.io")
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
 
     @property
     def kubectl_binary(self) -> str:
@@ -164,19 +163,18 @@ class Cluster:
 
     @contextlib.contextmanager
     def gitops_identities(self, *users: str):
-        """For a block, list `users` in the ConfigMap scalegate/scalegate-gitops-approvers,
-        the admission policy scalegate-gitops's parameters: who may create a proposal
-        already approved (the GitOps path). Restored afterwards. The API server reads the
-        change within a moment, so retry the first such create until scalegate-gitops admits it."""
-        core = self.core()
-        before = core.read_namespaced_config_map("scalegate-gitops-approvers", "scalegate").data or {}
-        core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
-                                         {"data": {"identities": "\n".join(users)}})
+        """For a block, list `users` in the GitOpsApprovers object `scalegate`, the admission
+        policy scalegate-gitops's parameters: who may create a proposal already approved (the
+        GitOps path). Restored afterwards. The API server reads the change within a moment, so
+        retry the first such create until scalegate-gitops admits it."""
+        custom = self.custom()
+        args = ("scalegate.io", "v1alpha1", "gitopsapprovers", "scalegate")
+        before = (custom.get_cluster_custom_object(*args).get("spec") or {}).get("identities") or []
+        custom.patch_cluster_custom_object(*args, {"spec": {"identities": list(users)}})
         try:
             yield
         finally:
-            core.patch_namespaced_config_map("scalegate-gitops-approvers", "scalegate",
-                                             {"data": {"identities": before.get("identities", "")}})
+            custom.patch_cluster_custom_object(*args, {"spec": {"identities": before}})
 
     def wait_until_policy_enforced(self) -> None:
         """A new admission policy is enforced once the API server has loaded it: poll with

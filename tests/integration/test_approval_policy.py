@@ -292,7 +292,7 @@ def test_proposed_by_never_changes(cluster: Cluster, ns: str):
 def test_a_proposal_created_already_decided_needs_a_listed_approver_naming_themselves(cluster: Cluster,
                                                                                      namespace: str):
     """GitOps: a pipeline's ServiceAccount that holds approve, and that a cluster admin lists
-    in the ConfigMap scalegate-gitops-approvers, applies a proposal approved in git."""
+    in the GitOpsApprovers object scalegate, applies a proposal approved in git."""
     pipeline = f"system:serviceaccount:{namespace}:deployer"
     cluster.core().create_namespaced_service_account(namespace, {"metadata": {"name": "deployer"}})
     grant(cluster, namespace, pipeline, "scalegate-approver")
@@ -308,7 +308,7 @@ def test_a_proposal_created_already_decided_needs_a_listed_approver_naming_thems
     assert status == 403 and message.endswith(
         "ValidatingAdmissionPolicy 'scalegate-gitops' with binding 'scalegate-gitops' denied request: "
         f"{pipeline} may not create a ScalingProposal already approved or rejected: only the GitOps identities "
-        "listed in the ConfigMap scalegate/scalegate-gitops-approvers may; create it without a decision, with "
+        "listed in the GitOpsApprovers object scalegate may; create it without a decision, with "
         f"scalegate.io/proposed-by: {pipeline}, and let another approver decide")
 
     with cluster.gitops_identities("system:serviceaccount:argocd:argocd-application-controller", pipeline):

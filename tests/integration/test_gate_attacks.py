@@ -408,7 +408,7 @@ def test_f02_the_records_the_operator_acts_on_are_written_only_by_it(s: Scenario
                 "proposal)"), message
     status, message = refused(patch, cluster, "alice", ns, PROPOSALS, "web-1",
                               {"metadata": {"annotations": {"scalegate.io/applying": intent}}})
-    assert status == 403 and "alice may not change scalegate.io/applying of ScalingProposal web-1" in message
+    assert status == 403 and "web-1 was decided by the operator (scalegate.io/outcome)" in message
     patch(cluster, "alice", ns, PROPOSALS, "web-1", {"metadata": {"annotations": {"example.com/note": "free"}}})
 
 
@@ -506,8 +506,8 @@ def test_f04_a_proposal_names_its_creator_and_only_listed_pipelines_create_it_ap
     status, message = refused(create, cluster, "dave", ns, PROPOSALS, proposal(
         "by-dave", "web", "web", 4, 6, annotations={APPROVED: "true", APPROVED_BY: "dave", **ref}))
     assert message.endswith(denied_by("scalegate-gitops") + "dave may not create a ScalingProposal already approved "
-                            "or rejected: only the GitOps identities listed in the ConfigMap "
-                            "scalegate/scalegate-gitops-approvers may; create it without a decision, with "
+                            "or rejected: only the GitOps identities listed in the GitOpsApprovers object "
+                            "scalegate may; create it without a decision, with "
                             "scalegate.io/proposed-by: dave, and let another approver decide")
     assert s.replicas("web") == 4
 
