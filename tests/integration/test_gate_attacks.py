@@ -390,11 +390,14 @@ def test_f02_the_records_the_operator_acts_on_are_written_only_by_it(s: Scenario
     assert status == 422 and message.endswith(denied_by("scalegate-proposal-record") + "a new ScalingProposal "
                                               "cannot carry scalegate.io/outcome: it is the operator's record of "
                                               "what it did with a proposal; remove it")
+    # On an open proposal, an approver (who may patch proposals, to decide) may not write one.
+    propose(s, "web-3", "web", "web", 6, 7)
+    s.wait_phase("web-3", "Pending")
     for record in ({"scalegate.io/applying": intent}, {"scalegate.io/outcome": outcome}):
-        status, message = refused(patch, cluster, "alice", ns, PROPOSALS, "web-1", {"metadata": {"annotations": record}})
+        status, message = refused(patch, cluster, "alice", ns, PROPOSALS, "web-3", {"metadata": {"annotations": record}})
         assert status == 403 and message.endswith(
             denied_by("scalegate-proposal-record") + f"alice may not change {next(iter(record))} of ScalingProposal "
-            "web-1: it is the record of what the operator did, written only by system:serviceaccount:scalegate:operator")
+            "web-3: it is the record of what the operator did, written only by system:serviceaccount:scalegate:operator")
     # Written by the operator's identity (if the operator has not written it already), an outcome is final.
     annotations = s.get_proposal("web-1")["metadata"].get("annotations") or {}
     if "scalegate.io/outcome" not in annotations:
@@ -436,8 +439,9 @@ def test_f02_operator_records_only_its_own_applies_and_verified_approvers(s: Sce
              message="the operator to clear an approvedBy nobody verified")
     s.approve("api-1")
     assert s.wait_phase("api-1", "Applied")["status"]["approvedBy"] == "alice"
-    assert [e.message for e in scaled_events(s, "Deployment", "api")] == [
-        "scaled from 4 to 6 replicas by proposal api-1, approved by alice"]
+    messages = wait_for(lambda: [e.message for e in scaled_events(s, "Deployment", "api")],
+                        message="the ScaledByScalegate Event")
+    assert messages == ["scaled from 4 to 6 replicas by proposal api-1, approved by alice"]
 
 
 # -- 3. deletion through status ------------------------------------------------------------------
