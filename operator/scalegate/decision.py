@@ -12,7 +12,18 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .model import InvalidObject, Phase, Policy, Proposal, TargetRef, format_time, parse_time
+from .model import (
+    DecisionAnnotations,
+    InvalidObject,
+    Phase,
+    Policy,
+    Proposal,
+    StepOutcome,
+    StepReceipt,
+    TargetRef,
+    format_time,
+    parse_time,
+)
 from .records import ApplyIntent
 
 
@@ -325,3 +336,277 @@ def recover_intent(proposal: Proposal, intent: ApplyIntent, live_replicas: int, 
 def approved_message(proposal: Proposal, approver: str | None = None) -> str:
     ref = f" ({proposal.decision.approval_ref})" if proposal.decision.approval_ref else ""
     return f"approved by {approver or proposal.decision.approved_by}{ref}"
+
+
+# -- plans ---------------------------------------------------------------------------------
+# A plan (spec.schedule) is approved once and applied step by step. The whole plan is
+# judged at approval (`check_plan`); each later step, when due, passes checks 2, 3, 4 and 6
+# against the policy as it is then, with the replicas the plan's previous step left as the
+# staleness basis. The receipts (status.steps) say what happened to each step that came due.
+# Plan-only reasons (the others are shared with single changes):
+PLAN_SCHEDULED = "PlanScheduled"      # approved; the first step is not due yet (Approved)
+STEP_APPLIED = "StepApplied"          # a step was applied (Active)
+PLAN_COMPLETED = "PlanCompleted"      # endsAt passed (Applied)
+PLAN_ENDED = "PlanEnded"              # endsAt passed before the first step could be applied (Expired)
+LATER_STEP_IN_EFFECT = "LaterStepInEffect"  # a Missed receipt: not replayed
+#: How many problems of a rejected plan the message lists (the rest are counted).
+PLAN_PROBLEMS_SHOWN = 5
+
+
+def describe_step(proposal: Proposal, index: int) -> str:
+    """'step 2 of 5 (at 2026-11-27T01:00:00Z)', for messages."""
+    return f"step {index + 1} of {len(proposal.schedule)} (at {format_time(proposal.schedule[index].at)})"
+
+
+def check_plan(proposal: Proposal, policy: Policy) -> Outcome | None:
+    """Check 3 for a whole plan, at approval: every step within minReplicas..maxReplicas,
+    every change within maxStepUp/maxStepDown (from spec.currentReplicas to the first step,
+    and between consecutive steps), and consecutive steps at least cooldownSeconds apart.
+    Any violation rejects the whole plan, never clamped, and the message lists what breaks."""
+    problems = []
+    previous = proposal.current_replicas
+    for i, step in enumerate(proposal.schedule):
+        for check in policy.bounds.violations(step.replicas, previous):
+            problems.append(f"{describe_step(proposal, i)}: {check.problem}")
+        if i > 0:
+            gap = (step.at - proposal.schedule[i - 1].at).total_seconds()
+            if gap < policy.cooldown_seconds:
+                problems.append(f"{describe_step(proposal, i)}: {gap:g}s after the step before, less than "
+                                f"cooldownSeconds {policy.cooldown_seconds}")
+        previous = step.replicas
+    if not problems:
+        return None
+    shown = "; ".join(problems[:PLAN_PROBLEMS_SHOWN])
+    more = len(problems) - PLAN_PROBLEMS_SHOWN
+    if more > 0:
+        shown += f"; and {more} more"
+    return Outcome(Phase.REJECTED, Reason.OUT_OF_BOUNDS,
+                   f"the whole plan is rejected, out of bounds of policy {policy.name}: {shown} "
+                   "(never clamped; nothing was applied)")
+
+
+def step_in_effect(proposal: Proposal, now: dt.datetime) -> int | None:
+    """Index of the step in effect at `now`: the last one whose `at` has come, while the plan
+    has not ended (`endsAt`). None before the first step and from endsAt on."""
+    if not proposal.schedule or (proposal.ends_at is not None and now >= proposal.ends_at):
+        return None
+    index = None
+    for i, step in enumerate(proposal.schedule):
+        if step.at > now:
+            break
+        index = i
+    return index
+
+
+def plan_ended(proposal: Proposal, now: dt.datetime) -> bool:
+    """endsAt has come: no step applies any more."""
+    return proposal.ends_at is not None and now >= proposal.ends_at
+
+
+def next_step(proposal: Proposal, now: dt.datetime) -> int | None:
+    """Index of the next step due after `now` (the first not yet in effect), or None when no
+    step is left before endsAt."""
+    if plan_ended(proposal, now):
+        return None
+    for i, step in enumerate(proposal.schedule):
+        if step.at > now:
+            return i
+    return None
+
+
+def plan_wake(proposal: Proposal, now: dt.datetime) -> float:
+    """Seconds until time alone changes what the plan needs: its next step, else endsAt.
+    The operator's timer for the plan (no polling in between)."""
+    following = next_step(proposal, now)
+    if following is not None:
+        return _seconds_until(proposal.schedule[following].at, now)
+    if proposal.ends_at is not None:
+        return _seconds_until(proposal.ends_at, now)
+    return 0.0
+
+
+def receipt_of(proposal: Proposal, index: int) -> StepReceipt | None:
+    """The receipt of step `index`, if it came due and has one."""
+    at = proposal.schedule[index].at
+    return next((r for r in proposal.receipts if r.at == at), None)
+
+
+def plan_started(proposal: Proposal) -> bool:
+    """Whether a step of the plan has been applied (the plan is Active, or was)."""
+    return any(r.outcome == StepOutcome.APPLIED for r in proposal.receipts)
+
+
+def plan_basis(proposal: Proposal) -> int:
+    """The replicas the target should have now if nobody else changed it: what the plan's
+    last applied step left, or spec.currentReplicas before any. The staleness basis of the
+    next step."""
+    applied_steps = [r for r in proposal.receipts if r.outcome == StepOutcome.APPLIED]
+    if not applied_steps:
+        return proposal.current_replicas
+    return max(applied_steps, key=lambda r: r.at).replicas
+
+
+def _missed(proposal: Proposal, index: int, why: str) -> StepReceipt:
+    step = proposal.schedule[index]
+    return StepReceipt(at=step.at, replicas=step.replicas, outcome=StepOutcome.MISSED,
+                       reason=LATER_STEP_IN_EFFECT,
+                       message=f"not applied: {why} (steps that came due are not replayed)")
+
+
+def receipts_with(proposal: Proposal, index: int, receipt: StepReceipt) -> tuple[StepReceipt, ...]:
+    """The plan's receipts once step `index` is decided: `receipt` for it (replacing one it
+    had, e.g. Skipped while suspended and applied after the resume), and a Missed receipt for
+    each earlier step that came due without one: only the step in effect is applied, the
+    ones before it are not replayed. Receipts of other steps are kept as they are. In order
+    of time."""
+    by_at = {r.at: r for r in proposal.receipts}
+    for i in range(index):
+        if proposal.schedule[i].at not in by_at:
+            by_at[proposal.schedule[i].at] = _missed(
+                proposal, i, f"{describe_step(proposal, index)} was already in effect when the operator came to it")
+    by_at[receipt.at] = receipt
+    return tuple(sorted(by_at.values(), key=lambda r: r.at))
+
+
+def receipts_until(proposal: Proposal, now: dt.datetime) -> tuple[StepReceipt, ...]:
+    """The receipts with a Missed one for every step that came due by `now` (at most endsAt)
+    without one: for a plan that ends or is superseded before the operator came to them."""
+    moment = min(now, proposal.ends_at) if proposal.ends_at is not None else now
+    by_at = {r.at: r for r in proposal.receipts}
+    for i, step in enumerate(proposal.schedule):
+        if step.at <= moment and step.at not in by_at:
+            by_at[step.at] = _missed(proposal, i, "the plan ended or was superseded before the operator came to it")
+    return tuple(sorted(by_at.values(), key=lambda r: r.at))
+
+
+def step_receipt(proposal: Proposal, index: int, outcome: Outcome, previous: int | None = None,
+                 applied_at: dt.datetime | None = None) -> StepReceipt:
+    """The receipt of step `index` for an outcome: Applied (with when and from what),
+    Skipped (suspended), or the outcome that stopped the plan (Stale, Rejected, Failed)."""
+    step = proposal.schedule[index]
+    if outcome.phase == Phase.ACTIVE and outcome.reason == STEP_APPLIED:
+        return StepReceipt(at=step.at, replicas=step.replicas, outcome=StepOutcome.APPLIED,
+                           applied_at=applied_at, previous_replicas=previous)
+    kind = {Phase.STALE: StepOutcome.STALE, Phase.REJECTED: StepOutcome.REJECTED,
+            Phase.ACTIVE: StepOutcome.SKIPPED}.get(outcome.phase, StepOutcome.FAILED)
+    return StepReceipt(at=step.at, replicas=step.replicas, outcome=kind, previous_replicas=previous,
+                       reason=outcome.reason, message=outcome.message)
+
+
+def plan_status(proposal: Proposal, receipts: tuple[StepReceipt, ...], now: dt.datetime) -> dict[str, Any]:
+    """The plan's part of status: the receipts, the number of steps, and when the next one is
+    due (null once none is left, or when the plan is over)."""
+    following = next_step(proposal, now)
+    return {"plannedSteps": len(proposal.schedule), "steps": [r.to_dict() for r in receipts],
+            "nextStepAt": proposal.schedule[following].to_dict()["at"] if following is not None else None}
+
+
+def _what_next(proposal: Proposal, now: dt.datetime) -> str:
+    following = next_step(proposal, now)
+    if following is not None:
+        return f"next: {describe_step(proposal, following)}, {proposal.schedule[following].replicas} replicas"
+    ends = format_time(proposal.ends_at) if proposal.ends_at is not None else "(no end)"
+    return f"no step left; the plan ends at {ends}"
+
+
+def plan_scheduled(proposal: Proposal, now: dt.datetime, approver: str) -> Outcome:
+    """Approved before the first step's time: it waits for it (a timer, still Approved)."""
+    first = proposal.schedule[0]
+    return Outcome(Phase.APPROVED, PLAN_SCHEDULED,
+                   f"approved by {approver}; the plan's first step ({first.replicas} replicas) is due at "
+                   f"{format_time(first.at)}", requeue_after=_seconds_until(first.at, now))
+
+
+def plan_ended_unstarted(proposal: Proposal) -> Outcome:
+    ends = format_time(proposal.ends_at) if proposal.ends_at is not None else "(no end)"
+    return Outcome(Phase.EXPIRED, PLAN_ENDED,
+                   f"the plan ended at {ends} before its first step could be applied; nothing was applied")
+
+
+def step_applied(proposal: Proposal, index: int, previous: int, approver: str, now: dt.datetime,
+                 wrote: bool = True) -> Outcome:
+    """A step was applied (or its replicas were already in place): Active until endsAt."""
+    step = proposal.schedule[index]
+    did = (f"scaled {proposal.target.describe()} from {previous} to {step.replicas} replicas" if wrote
+           else f"{proposal.target.describe()} already had its {step.replicas} replicas")
+    return Outcome(Phase.ACTIVE, STEP_APPLIED,
+                   f"{describe_step(proposal, index)}: {did}, approved by {approver}; {_what_next(proposal, now)}",
+                   requeue_after=plan_wake(proposal, now))
+
+
+def step_skipped(proposal: Proposal, index: int, policy: Policy, now: dt.datetime) -> Outcome:
+    """The policy is suspended when a step comes due: the step is skipped, the plan goes on."""
+    return Outcome(Phase.ACTIVE, Reason.SUSPENDED,
+                   f"policy {policy.name} is suspended: {describe_step(proposal, index)} was skipped, nothing was "
+                   f"applied; the step in effect is applied when the policy is resumed; {_what_next(proposal, now)}",
+                   requeue_after=plan_wake(proposal, now))
+
+
+def stopped_at_step(proposal: Proposal, index: int, outcome: Outcome) -> Outcome:
+    """A check failed for a due step: the plan stops with that outcome (earlier receipts kept)."""
+    return Outcome(outcome.phase, outcome.reason,
+                   f"the plan stopped at {describe_step(proposal, index)}: {outcome.message}")
+
+
+def check_step_bounds(proposal: Proposal, index: int, policy: Policy, basis: int) -> Outcome | None:
+    """Check 3 for one due step, against the policy as it is now: the step's replicas within
+    the bounds, and the change from what the previous step left within the step limits."""
+    step = proposal.schedule[index]
+    problems = [check.problem for check in policy.bounds.violations(step.replicas, basis)]
+    if problems:
+        return Outcome(Phase.REJECTED, Reason.OUT_OF_BOUNDS,
+                       f"out of bounds of policy {policy.name} as it is now: " + "; ".join(problems)
+                       + " (never clamped; nothing was applied)")
+    return None
+
+
+def check_step_staleness(proposal: Proposal, basis: int, live_replicas: int) -> Outcome | None:
+    """Check 4 for a step: the target has what the plan's previous step left (or, before the
+    first, spec.currentReplicas); anyone else's change stops the plan."""
+    if live_replicas != basis:
+        left = "the plan's previous step left" if plan_started(proposal) else "this plan was based on"
+        return Outcome(Phase.STALE, Reason.TARGET_CHANGED,
+                       f"{proposal.target.describe()} now has {live_replicas} replicas, not the {basis} {left}; "
+                       "someone else changed it, so nothing was applied")
+    return None
+
+
+def plan_completed(proposal: Proposal, receipts: tuple[StepReceipt, ...], approver: str | None) -> Outcome:
+    """endsAt has come: the plan is done (Applied), whatever each step's receipt says."""
+    applied_steps = sum(1 for r in receipts if r.outcome == StepOutcome.APPLIED)
+    ends = format_time(proposal.ends_at) if proposal.ends_at is not None else "(no end)"
+    by = f", approved by {approver}" if approver else ""
+    return Outcome(Phase.APPLIED, PLAN_COMPLETED,
+                   f"the plan ended at {ends}: {applied_steps} of {len(proposal.schedule)} steps applied{by}")
+
+
+def superseding_candidates(proposal: Proposal, others: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(name, approver) of every proposal of the same policy newer than this active plan that
+    carries a complete approval (approved, an approver named, not rejected, not approved by
+    its proposer), newest first. `others` are the proposals' metadata. An active plan is
+    superseded only by a newer approved proposal; the operator still asks the API server
+    whether the approver may approve before it stops the plan."""
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    mine = (proposal.created or epoch, proposal.name)
+    found = []
+    for meta in others:
+        name = str(meta.get("name") or "")
+        try:
+            created = parse_time(meta.get("creationTimestamp"))
+        except InvalidObject:
+            continue
+        key = (created or epoch, name)
+        if name == proposal.name or key <= mine:
+            continue
+        decision = DecisionAnnotations.parse(meta.get("annotations"))
+        if (decision.approved and decision.approved_by and not decision.rejected
+                and decision.approved_by != decision.proposed_by):
+            found.append((key, name, decision.approved_by))
+    return [(name, approver) for _, name, approver in sorted(found, reverse=True)]
+
+
+def plan_superseded(proposal: Proposal, newer: str) -> Outcome:
+    applied_steps = sum(1 for r in proposal.receipts if r.outcome == StepOutcome.APPLIED)
+    return Outcome(Phase.SUPERSEDED, Reason.SUPERSEDED,
+                   f"superseded by the newer approved proposal {newer} for policy {proposal.policy_name}; "
+                   f"{applied_steps} of {len(proposal.schedule)} steps had been applied, no more will be")

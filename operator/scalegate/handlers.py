@@ -19,6 +19,7 @@ import kopf
 from . import metrics
 from .kube import Kube, api_client, load_config
 from .model import (
+    APPROVED,
     GROUP,
     OPEN_PROPOSALS_FIELD_SELECTOR,
     POLICY_PLURAL,
@@ -187,6 +188,11 @@ async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targ
         runtime.bodies[key] = event["object"]  # the newest state seen, own writes included
         if not runtime.reconciler.is_own_write(namespace, name, body.get("metadata", {}).get("resourceVersion")):
             runtime.queue.add(key)
+            if (body.get("metadata", {}).get("annotations") or {}).get(APPROVED) == "true":
+                # An approval may supersede an active plan of the same policy, which would
+                # otherwise sleep until its next step: the policy's other proposals look now.
+                for other in members - {key}:
+                    runtime.queue.add(other)
     PENDING_TIMES.update(namespace, name, body, gone=event.get("type") == "DELETED")
     metrics.PROPOSALS_ACTIVE.set(sum(len(v) for v in runtime.by_policy.values()))
 

@@ -361,6 +361,18 @@ class Kube:
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
                 for item in result.get("items", [])]
 
+    def list_policy_proposal_metadata(self, namespace: str, policy: str,
+                                      not_older_than: str | None = None) -> list[dict]:
+        """The metadata (names, creation times, annotations) of every proposal of `policy`,
+        as `list_policy_proposals` selects them: whether a newer one is approved is in the
+        annotations, which is what stops an active plan."""
+        query = [("fieldSelector", f"spec.policyRef.name={policy}")]
+        if not_older_than:
+            query += [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
+        result = self._raw(f"list proposals of policy {namespace}/{policy}", "GET",
+                           self._custom_path(namespace, PROPOSAL_PLURAL), query=query, accept=METADATA_LIST)
+        return [dict(item.get("metadata") or {}) for item in result.get("items", [])]
+
     def iter_proposals(self, namespace: str | None = None, page_size: int = 500,
                        selector: str | None = None) -> Iterator[dict]:
         """Every proposal (in `namespace`, else in all; with a label `selector`, only those),

@@ -50,6 +50,7 @@ from .model import (
     Phase,
     Policy,
     Proposal,
+    StepOutcome,
     TargetRef,
     format_time,
     parse_time,
@@ -66,6 +67,10 @@ WARNING_PHASES = {Phase.REJECTED, Phase.STALE, Phase.FAILED}
 FAULT_ENV = "SCALEGATE_FAULT_POINT"
 FAULT_POINTS = ("before-intent", "after-intent", "after-scale-write", "after-policy-status",
                 "after-outcome-record", "after-proposal-status")
+# A plan's step is an apply of its own (see `Reconciler._apply_step`): the same writes, then
+# the step's receipt in status and the intent removed.
+STEP_FAULT_POINTS = ("step-before-intent", "step-after-intent", "step-after-scale-write", "step-after-policy-status",
+                     "step-after-receipt")
 
 
 def fault_hook_from_env(environ: dict[str, str] | None = None) -> Callable[[str], None] | None:
@@ -76,8 +81,8 @@ def fault_hook_from_env(environ: dict[str, str] | None = None) -> Callable[[str]
     point = (os.environ if environ is None else environ).get(FAULT_ENV, "").strip()
     if not point:
         return None
-    if point not in FAULT_POINTS:
-        raise ValueError(f"{FAULT_ENV}={point!r} is not one of {', '.join(FAULT_POINTS)}")
+    if point not in FAULT_POINTS + STEP_FAULT_POINTS:
+        raise ValueError(f"{FAULT_ENV}={point!r} is not one of {', '.join(FAULT_POINTS + STEP_FAULT_POINTS)}")
 
     def hook(reached: str) -> None:
         if reached == point:
@@ -193,6 +198,8 @@ class Reconciler:
                 self._label_with_policy(body, proposal)
                 return 0.0
             with self._policy_lock(namespace, proposal.policy_name):
+                if proposal.is_plan:
+                    return self._decide_plan(body, proposal, records.intent)
                 return self._decide(body, proposal, records.intent)
         except Requeue:
             return 0.0
@@ -501,6 +508,321 @@ class Reconciler:
             self.kube.emit_event(involved, event_type, reason, message)
         except Exception as err:  # an Event is a courtesy: losing one must not undo a decision
             log.warning("could not post event %s on %s/%s: %s", reason, involved.get("kind"), involved.get("name"), err)
+
+    # -- plans -------------------------------------------------------------------------
+    # A plan (spec.schedule) is approved once and applied step by step. Until its first step
+    # is applied it is judged like a single change (checks 1 to 6, check 3 over the whole
+    # plan); from then on it is Active, and each step, when due, passes checks 2, 3, 4 and 6
+    # against the policy as it is then, with what the plan's previous step left as the
+    # staleness basis. Each step is an apply of its own with its own intent, which names the
+    # step, so a restart finishes or retries that step and never writes it twice; its
+    # receipt in status.steps says which steps are done. Between steps a plan costs a timer:
+    # the reconcile returns the seconds until its next step (or endsAt), and the work queue
+    # looks again then, not before.
+
+    def _decide_plan(self, body: dict, proposal: Proposal, intent: ApplyIntent | None) -> float | None:
+        now = self.clock()
+        if intent is not None:
+            return self._recover_step(body, proposal, intent, now)
+        if d.plan_started(proposal):
+            return self._continue_plan(body, proposal, now)
+        return self._start_plan(body, proposal, now)
+
+    def _start_plan(self, body: dict, proposal: Proposal, now: dt.datetime) -> float | None:
+        """Checks 1 to 6 as for a single change, the whole plan in check 3, then the step in
+        effect now (the first, unless approval came later) is applied."""
+        policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
+        policy, policy_error = None, None
+        try:
+            policy = Policy.parse(policy_body) if policy_body else None
+        except InvalidObject as err:
+            policy_error = err
+        proposal = d.with_ttl(proposal, policy)
+        # Not started yet: any newer proposal supersedes it, as it would a single change.
+        newest = d.newest_proposal(
+            self.kube.list_policy_proposals(proposal.namespace, proposal.policy_name,
+                                            not_older_than=body["metadata"].get("resourceVersion"))
+            + [(proposal.name, proposal.created)])
+        outcome = d.check_expiry_rejection_supersession(proposal, now, newest)
+        if outcome:
+            approver = None
+            if outcome.phase in (Phase.EXPIRED, Phase.SUPERSEDED) and d.check_approval(proposal, now) is None:
+                approver = self._verified_approver(proposal)
+            return self._finish(body, proposal, outcome, approver=approver)
+        outcome = d.check_approval(proposal, now)
+        if outcome:
+            return self._finish(body, proposal, outcome)
+        approver = self._verified_approver(proposal)
+        if approver is None:
+            return self._finish(body, proposal, d.approver_not_authorized(proposal.decision.approved_by, proposal))
+        if policy_error is not None:
+            return self._finish(body, proposal, d.Outcome(
+                Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {policy_error}"),
+                approver=approver)
+        outcome = d.check_policy(proposal, policy, now)
+        if outcome is None:
+            assert policy is not None and policy_body is not None
+            claims = d.policy_claims(self.kube.list_policies(
+                proposal.namespace, not_older_than=body["metadata"].get("resourceVersion")))
+            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
+            outcome = d.check_target_claim(policy, created, claims) or d.check_plan(proposal, policy)
+        if outcome:
+            return self._finish(body, proposal, outcome, approver=approver)
+        assert policy is not None
+        if d.plan_ended(proposal, now):
+            return self._finish(body, proposal, d.plan_ended_unstarted(proposal), approver=approver)
+        index = d.step_in_effect(proposal, now)
+        if index is None:
+            return self._finish(body, proposal, d.plan_scheduled(proposal, now, approver), approver=approver)
+        # Approved after a later step came due: that step is the first applied, and the
+        # change from spec.currentReplicas to it must be within the step limits.
+        outcome = d.check_step_bounds(proposal, index, policy, proposal.current_replicas) if index else None
+        if outcome:
+            return self._stop_plan(body, proposal, index, outcome, approver)
+        return self._apply_step(body, proposal, policy, index, proposal.current_replicas, approver, now)
+
+    def _continue_plan(self, body: dict, proposal: Proposal, now: dt.datetime) -> float | None:
+        """An active plan: finish it at endsAt, stop it when a newer approved proposal
+        exists, else apply the step in effect if it is due."""
+        meta = body["metadata"]
+        if d.plan_ended(proposal, now):
+            receipts = d.receipts_until(proposal, now)
+            approver = self._verified_approver(proposal)
+            return self._finish(body, proposal, d.plan_completed(proposal, receipts, approver), approver=approver,
+                                extra={**d.plan_status(proposal, receipts, now), "nextStepAt": None})
+        for newer, newer_approver in d.superseding_candidates(proposal, self.kube.list_policy_proposal_metadata(
+                proposal.namespace, proposal.policy_name, not_older_than=meta.get("resourceVersion"))):
+            # Only an approval the API server confirms stops a plan that people approved.
+            if self.kube.user_may_approve(newer_approver, proposal.namespace, newer):
+                receipts = d.receipts_until(proposal, now)
+                return self._finish(body, proposal, d.plan_superseded(proposal, newer),
+                                    approver=self._verified_approver(proposal),
+                                    extra={**d.plan_status(proposal, receipts, now), "nextStepAt": None})
+        index = d.step_in_effect(proposal, now)
+        if index is None:
+            return d.plan_wake(proposal, now)
+        receipt = d.receipt_of(proposal, index)
+        if receipt is not None and receipt.outcome != StepOutcome.SKIPPED:
+            return d.plan_wake(proposal, now)  # done; nothing until the next step
+
+        # The step in effect is due (or was skipped while suspended): checks 2, 3, 4 and 6.
+        approver = self._verified_approver(proposal)
+        if approver is None:
+            return self._stop_plan(body, proposal, index,
+                                   d.approver_not_authorized(proposal.decision.approved_by, proposal), None)
+        policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
+        try:
+            policy = Policy.parse(policy_body) if policy_body else None
+        except InvalidObject as err:
+            return self._stop_plan(body, proposal, index, d.Outcome(
+                Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {err}"), approver)
+        basis = d.plan_basis(proposal)
+        outcome = d.check_policy(proposal, policy, now)
+        if outcome is not None and outcome.reason == d.Reason.SUSPENDED:
+            assert policy is not None
+            if receipt is not None:
+                return d.plan_wake(proposal, now)  # skipped already; resuming wakes us
+            return self._skip_step(body, proposal, index, policy, approver, now)
+        if outcome is None:
+            assert policy is not None and policy_body is not None
+            claims = d.policy_claims(self.kube.list_policies(
+                proposal.namespace, not_older_than=meta.get("resourceVersion")))
+            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
+            outcome = d.check_target_claim(policy, created, claims) or d.check_step_bounds(
+                proposal, index, policy, basis)
+        if outcome:
+            return self._stop_plan(body, proposal, index, outcome, approver)
+        assert policy is not None
+        return self._apply_step(body, proposal, policy, index, basis, approver, now)
+
+    def _apply_step(self, body: dict, proposal: Proposal, policy: Policy, index: int, basis: int,
+                    approver: str, now: dt.datetime) -> float | None:
+        """Check 4 (staleness against `basis`), check 5 for the plan's first step only, check
+        6, then the step's apply: intent (naming the step), resourceVersion-guarded scale
+        write, then `_step_done`."""
+        first = not d.plan_started(proposal)
+        step = proposal.schedule[index]
+        for _attempt in range(self.max_conflict_retries):
+            try:
+                target = self.kube.get_target(proposal.namespace, proposal.target)
+                scale = self.kube.get_scale(proposal.namespace, proposal.target)
+            except NotFound as err:
+                return self._stop_plan(body, proposal, index, d.Outcome(
+                    Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"{proposal.target.describe()} not found: {err}"),
+                    approver)
+            except NoScaleSubresource as err:
+                return self._stop_plan(body, proposal, index, d.Outcome(
+                    Phase.FAILED, d.Reason.NO_SCALE_SUBRESOURCE, str(err)), approver)
+            except Forbidden as err:
+                return self._step_forbidden(body, proposal, err, now, approver)
+            outcome = (d.check_controller(proposal, target.controller)
+                       or d.check_step_staleness(proposal, basis, scale.replicas)
+                       or (d.check_cooldown(proposal, policy, now) if first else None))
+            if outcome is None:
+                hpas = d.autoscaler_targets(proposal.target, self.autoscalers(proposal.namespace))
+                outcome = d.check_autoscalers(proposal, hpas)
+            if outcome and not outcome.terminal:  # the first step waits out the cooldown, Approved
+                return self._finish(body, proposal, outcome, approver=approver)
+            if outcome:
+                return self._stop_plan(body, proposal, index, outcome, approver, previous=scale.replicas)
+            target_uid = target.uid or scale.uid
+            if scale.replicas == step.replicas:  # already in place: nothing to write
+                return self._step_done(body, proposal, index, scale.replicas, target_uid, approver, wrote=False)
+
+            self._at("step-before-intent")
+            intent = ApplyIntent(uid=proposal.uid, replicas=step.replicas, previous_replicas=scale.replicas,
+                                 resource_version=scale.resource_version, target_uid=target_uid,
+                                 target_generation=target.generation, approved_by=approver, started_at=now,
+                                 step=step.at)
+            body = self._annotate(body, {APPLY_INTENT: intent.to_annotation()})
+            self._at("step-after-intent")
+            try:
+                self.kube.update_scale(proposal.namespace, proposal.target, step.replicas, scale.resource_version)
+            except Conflict:
+                log.info("target %s/%s changed during step %s of %s; checking again",
+                         proposal.namespace, proposal.target.name, index + 1, proposal.name)
+                now = self.clock()
+                continue
+            except Forbidden as err:
+                body = self._annotate(body, {APPLY_INTENT: None})  # refused: nothing was written
+                return self._step_forbidden(body, proposal, err, now, approver)
+            self._at("step-after-scale-write")
+            return self._step_done(body, proposal, index, scale.replicas, target_uid, approver, wrote=True)
+        self._annotate(body, {APPLY_INTENT: None})  # every write refused by its precondition
+        return 0.5
+
+    def _recover_step(self, body: dict, proposal: Proposal, intent: ApplyIntent, now: dt.datetime) -> float | None:
+        """An earlier run recorded the intent of a step and stopped: find out whether it wrote."""
+        index = next((i for i, step in enumerate(proposal.schedule) if step.at == intent.step), None)
+        approver = intent.approved_by or None
+        if index is None:
+            return self._finish(body, proposal, d.Outcome(
+                Phase.FAILED, d.Reason.INVALID_RECORD,
+                "an interrupted apply names no step of this plan; nothing more was applied"), approver=approver)
+        try:
+            target = self.kube.get_target(proposal.namespace, proposal.target)
+            scale = self.kube.get_scale(proposal.namespace, proposal.target)
+        except (NotFound, NoScaleSubresource) as err:
+            return self._stop_plan(body, proposal, index, d.Outcome(
+                Phase.FAILED, d.Reason.TARGET_NOT_FOUND, f"interrupted apply: target unreadable: {err}"), approver)
+        except Forbidden as err:
+            return self._step_forbidden(body, proposal, err, now, approver)
+        verdict = d.recover_intent(proposal, intent, scale.replicas, target.uid, target.generation)
+        if verdict == d.Recovery.FINISHED:
+            log.info("proposal %s/%s: interrupted step %d had written; recording it", proposal.namespace,
+                     proposal.name, index + 1)
+            return self._step_done(body, proposal, index, intent.previous_replicas, target.uid,
+                                   approver or proposal.decision.approved_by, wrote=True)
+        if verdict == d.Recovery.NOT_WRITTEN:
+            log.info("proposal %s/%s: interrupted step %d had not written; deciding again", proposal.namespace,
+                     proposal.name, index + 1)
+            self._annotate(body, {APPLY_INTENT: None})
+            raise Requeue()
+        assert isinstance(verdict, d.Outcome)
+        return self._stop_plan(body, proposal, index, verdict, approver)
+
+    def _step_done(self, body: dict, proposal: Proposal, index: int, previous: int, target_uid: str,
+                   approver: str, wrote: bool) -> float | None:
+        """Record an applied step: the policy's lastAppliedTime (the cooldown of other
+        proposals counts from it), the receipt and the plan's status, then the intent goes."""
+        now = self.clock()
+        step = proposal.schedule[index]
+        first = not d.plan_started(proposal)
+        earlier = d.receipt_of(proposal, index)
+        # A recovery may find the receipt already written (stopped before the intent was
+        # removed): it is kept as it was, and nothing is announced twice.
+        recorded = earlier is not None and earlier.outcome == StepOutcome.APPLIED and earlier.applied_at is not None
+        if wrote and not recorded:
+            try:
+                self.kube.patch_policy_status(proposal.namespace, proposal.policy_name, {
+                    "lastAppliedTime": format_time(now), "lastAppliedProposal": proposal.name})
+            except NotFound:
+                pass
+        self._at("step-after-policy-status")
+        applied_at = earlier.applied_at if recorded and earlier is not None and earlier.applied_at else now
+        outcome = d.step_applied(proposal, index, previous, approver, now, wrote=wrote)
+        receipts = d.receipts_with(proposal, index, d.step_receipt(proposal, index, outcome, previous=previous,
+                                                                   applied_at=applied_at))
+        extra = {**d.plan_status(proposal, receipts, now), "appliedAt": format_time(applied_at),
+                 "previousReplicas": previous, "appliedReplicas": step.replicas}
+        old = body.get("status") or {}
+        for _attempt in range(self.max_conflict_retries):
+            try:
+                body = self._record(body, proposal, outcome, approver, extra=extra, at=now)
+                break
+            except Requeue:  # e.g. an unrelated annotation since: write status again
+                fresh = self.kube.get_proposal(proposal.namespace, proposal.name)
+                if fresh is None or (fresh.get("status") or {}).get("phase") in Phase.TERMINAL:
+                    return None
+                body = fresh
+        self._at("step-after-receipt")
+        for _attempt in range(self.max_conflict_retries):
+            if APPLY_INTENT not in (body["metadata"].get("annotations") or {}):
+                break
+            try:
+                body = self._annotate(body, {APPLY_INTENT: None})
+            except Requeue:
+                fresh = self.kube.get_proposal(proposal.namespace, proposal.name)
+                if fresh is None:
+                    return None
+                body = fresh
+        if recorded:
+            return outcome.requeue_after
+        if first and wrote:
+            approved_at = _moment((body.get("status") or {}).get("approvedAt"))
+            if approved_at:
+                metrics.APPLY_LATENCY.observe(max(0.0, (now - approved_at).total_seconds()))
+        if (old.get("phase"), old.get("reason")) == (outcome.phase, outcome.reason):
+            # Same phase and reason as before: `_record` announced nothing, so say it here.
+            self._event(self._involved(body), "Normal", outcome.reason, outcome.message)
+        if wrote:
+            self._event({"apiVersion": proposal.target.api_version, "kind": proposal.target.kind,
+                         "name": proposal.target.name, "namespace": proposal.namespace, "uid": target_uid},
+                        "Normal", "ScaledByScalegate",
+                        f"scaled from {previous} to {step.replicas} replicas by {d.describe_step(proposal, index)} "
+                        f"of plan {proposal.name}, approved by {approver}")
+        return outcome.requeue_after
+
+    def _skip_step(self, body: dict, proposal: Proposal, index: int, policy: Policy, approver: str,
+                   now: dt.datetime) -> float | None:
+        """The policy is suspended when a step comes due: a Skipped receipt; the plan goes on."""
+        outcome = d.step_skipped(proposal, index, policy, now)
+        receipts = d.receipts_with(proposal, index, d.step_receipt(proposal, index, outcome))
+        old = body.get("status") or {}
+        body = self._record(body, proposal, outcome, approver, extra=d.plan_status(proposal, receipts, now), at=now)
+        if (old.get("phase"), old.get("reason")) == (outcome.phase, outcome.reason):
+            self._event(self._involved(body), "Normal", outcome.reason, outcome.message)
+        return outcome.requeue_after
+
+    def _stop_plan(self, body: dict, proposal: Proposal, index: int, outcome: d.Outcome, approver: str | None,
+                   previous: int | None = None) -> float | None:
+        """A due step failed a check: the plan stops with that outcome, the step's receipt says
+        why, and the receipts of the steps before it are kept."""
+        stop = d.stopped_at_step(proposal, index, outcome)
+        receipts = d.receipts_with(proposal, index, d.step_receipt(proposal, index, outcome, previous=previous))
+        return self._finish(body, proposal, stop, approver=approver,
+                            extra={**d.plan_status(proposal, receipts, self.clock()), "nextStepAt": None})
+
+    def _step_forbidden(self, body: dict, proposal: Proposal, err: Exception, now: dt.datetime,
+                        approver: str | None) -> float | None:
+        """The operator may not read the target or write its scale: before the plan started,
+        as for a single change (Approved, until it expires); an active plan stays Active and
+        tries again (a step that passes meanwhile is Missed)."""
+        if not d.plan_started(proposal):
+            return self._forbidden(body, proposal, err, now, approver)
+        log.warning("proposal %s/%s: operator forbidden: %s", proposal.namespace, proposal.name, err)
+        outcome = d.Outcome(Phase.ACTIVE, OPERATOR_FORBIDDEN,
+                            f"the operator may not read {proposal.target.describe()} or update its scale; grant its "
+                            "ServiceAccount get on that kind and get/update on its scale subresource. Retrying "
+                            "until the plan ends.")
+        self._record(body, proposal, outcome, approver, at=now)
+        return min(30.0, max(1.0, d.plan_wake(proposal, now)))
+
+    @staticmethod
+    def _involved(body: dict) -> dict:
+        meta = body["metadata"]
+        return {"apiVersion": API_VERSION, "kind": PROPOSAL_KIND, "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid", "")}
 
     def _label_with_policy(self, body: dict, proposal: Proposal) -> None:
         """The label is an index (kubectl get sprop -l ...); a hand-written proposal may lack it."""
