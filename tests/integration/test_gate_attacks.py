@@ -577,6 +577,25 @@ def test_f05_the_policy_label_is_kept_equal_to_the_policy_ref(s: Scenario, clust
     assert s.replicas("web") == 4 and s.get_proposal("api-1")["status"]["phase"] == "Applied"
 
 
+def test_f05_supersession_follows_the_policy_ref_not_the_label(s: Scenario, cluster: Cluster, probes: Probes):
+    """Where the label is not guarded (scalegate-proposal-label lifted), a newer proposal
+    whose label was removed or pointed elsewhere still supersedes the older one: the
+    operator finds a policy's proposals by spec.policyRef.name, which is immutable."""
+    s.deploy("web", 4)
+    s.create(POLICIES, policy("web", "web"))
+    propose(s, "web-old", "web", "web", 4, 6)
+    created = s.get_proposal("web-old")["metadata"]["creationTimestamp"]
+    wait_for(lambda: now_text() > created, message="the next second")
+    propose(s, "web-new", "web", "web", 4, 8)
+    s.reject("web-new")  # decided: the operator no longer touches it, so the label stays as written below
+    s.wait_phase("web-new", "Rejected")
+    with lifted(cluster, probes, "scalegate-proposal-label"):
+        patch(cluster, None, s.namespace, PROPOSALS, "web-new", {"metadata": {"labels": {POLICY_LABEL: "api"}}})
+        s.approve("web-old")
+        assert "web-new" in s.wait_phase("web-old", "Superseded")["status"]["message"]
+    wait_steady(lambda: s.replicas("web") == 4 and applies(s, "web") == 0, duration=2)
+
+
 # -- 6. confused deputy ---------------------------------------------------------------------------
 def test_f06_policies_only_for_what_you_may_scale(s: Scenario, cluster: Cluster):
     ns = s.namespace
