@@ -2,6 +2,7 @@
 # One entry point for a fresh machine: installs what scalegate needs, then runs it.
 #   bash operator/bootstrap.sh demo    # the whole loop on a local control plane
 #   bash operator/bootstrap.sh test    # the whole test suite (extra args go to pytest)
+#   bash operator/bootstrap.sh lint    # layer contracts, ruff, mypy (CI runs it before the tests)
 #   bash operator/bootstrap.sh setup   # only install
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +36,16 @@ install_system_packages() {
 }
 
 install_python() {
-  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import scalegate, scalegate.dev, pytest, hypothesis, matplotlib" >/dev/null 2>&1; then
+  # Reinstall when pyproject.toml changed since the last install (new dependencies).
+  local wanted
+  wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.scalegate-pyproject 2>/dev/null)" != "$wanted" ] \
+      || ! .venv/bin/python -c "import scalegate, scalegate.dev, pytest, hypothesis, matplotlib" >/dev/null 2>&1; then
     echo "== creating .venv and installing scalegate with its test extras"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[test]'
+    echo "$wanted" > .venv/.scalegate-pyproject
   fi
 }
 
@@ -48,6 +54,11 @@ install_python
 case "$action" in
   setup) ;;
   demo) exec .venv/bin/scalegate demo "$@" ;;
+  lint)
+    # The layers (import-linter contracts in pyproject.toml), style and types.
+    .venv/bin/lint-imports
+    .venv/bin/ruff check operator/scalegate tests benchmarks
+    .venv/bin/mypy ;;
   test)
     # Build the control plane first, with progress, so the tests do not look hung.
     .venv/bin/python -c "from scalegate.dev import ensure_binaries; ensure_binaries()"
@@ -56,5 +67,5 @@ case "$action" in
     .venv/bin/python -c "from scalegate.dev.node import prepare; prepare('.')" \
       || echo "== the dev node could not be prepared; tests/e2e will say why" >&2
     exec .venv/bin/python -m pytest "$@" ;;
-  *) echo "usage: bash operator/bootstrap.sh [setup|demo|test] [args]" >&2; exit 2 ;;
+  *) echo "usage: bash operator/bootstrap.sh [setup|demo|test|lint] [args]" >&2; exit 2 ;;
 esac
