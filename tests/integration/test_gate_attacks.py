@@ -327,20 +327,28 @@ def test_f01_operator_applies_at_most_once_even_if_status_is_rewritten(s: Scenar
                                                                        probes: Probes):
     """Where the status is not guarded (the policy lifted), a rewritten record still never
     makes the operator scale again: neither an Applied proposal set back to Pending, nor a
-    Stale one set to Approved once the target has the replicas it was based on."""
+    Stale one set to Approved once the target has the replicas it was based on. The record
+    policy is lifted too, so that only the operator's own logic stands in the way (mallory
+    may write status, not the annotations where the operator keeps its records), and status
+    is put back from those records."""
     ns = s.namespace
     applied_once(s, "web", "web-1", 4, 6)
-    propose(s, "web-2", "web", "web", 5, 8)
-    s.approve("web-2")
-    s.wait_phase("web-2", "Stale")
     cluster.apps().patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 4}})  # scaled back
-    with lifted(cluster, probes, "scalegate-proposal-status"):
+    with lifted(cluster, probes, "scalegate-proposal-status"), lifted(cluster, probes, "scalegate-proposal-record"):
+        # web-1 is the newest proposal and the target is back at its currentReplicas: decided
+        # afresh, it would apply again.
         patch_status(cluster, "mallory", ns, PROPOSALS, "web-1", {"phase": "Pending", "applying": None})
-        wait_steady(lambda: s.replicas("web") == 4 and applies(s, "web") == 1, duration=6)
+        wait_for(lambda: phase(s, "web-1") == "Applied", message="web-1's status restored from the record")
+        wait_steady(lambda: s.replicas("web") == 4 and applies(s, "web") == 1, duration=4)
+        propose(s, "web-2", "web", "web", 5, 8)
+        s.approve("web-2")
+        s.wait_phase("web-2", "Stale")
         cluster.apps().patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 5}})
         patch_status(cluster, "mallory", ns, PROPOSALS, "web-2", {"phase": "Approved"})
-        wait_steady(lambda: s.replicas("web") == 5 and applies(s, "web") == 1, duration=6)
+        wait_for(lambda: phase(s, "web-2") == "Stale", message="web-2's status restored from the record")
+        wait_steady(lambda: s.replicas("web") == 5 and applies(s, "web") == 1, duration=4)
     assert len(scaled_events(s, "Deployment", "web")) == 1
+    assert {e.reason for e in s.events_for("ScalingProposal", "web-1")} >= {"RecordRestored"}
 
 
 def test_f01_a_copied_record_is_trusted_for_nothing(s: Scenario, cluster: Cluster, probes: Probes):
