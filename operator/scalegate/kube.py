@@ -359,7 +359,7 @@ class Kube:
         result = self._raw(f"list proposals of policy {namespace}/{policy}", "GET",
                            self._custom_path(namespace, PROPOSAL_PLURAL), query=query, accept=METADATA_LIST)
         return [(item["metadata"]["name"], parse_time(item["metadata"].get("creationTimestamp")))
-                for item in result.get("items", [])]
+                for item in (result.get("items") or [])]
 
     def list_policy_proposal_metadata(self, namespace: str, policy: str,
                                       not_older_than: str | None = None) -> list[dict]:
@@ -371,7 +371,7 @@ class Kube:
             query += [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
         result = self._raw(f"list proposals of policy {namespace}/{policy}", "GET",
                            self._custom_path(namespace, PROPOSAL_PLURAL), query=query, accept=METADATA_LIST)
-        return [dict(item.get("metadata") or {}) for item in result.get("items", [])]
+        return [dict(item.get("metadata") or {}) for item in (result.get("items") or [])]
 
     def iter_proposals(self, namespace: str | None = None, page_size: int = 500,
                        selector: str | None = None) -> Iterator[dict]:
@@ -382,7 +382,7 @@ class Kube:
         query = first
         while True:
             result = self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL), query=query)
-            yield from result.get("items", [])
+            yield from (result.get("items") or [])
             token = (result.get("metadata") or {}).get("continue")
             if not token:
                 return
@@ -427,7 +427,7 @@ class Kube:
         if not_older_than:
             query = [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
         return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL),
-                         query=query).get("items", [])
+                         query=query).get("items") or []
 
     def create_proposal(self, namespace: str, body: dict) -> dict:
         """Create a proposal; AlreadyExists (same name, i.e. same decision) is NotFound's
@@ -537,7 +537,7 @@ class Kube:
         raw = self._raw("list horizontalpodautoscalers", "GET",
                         f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
         found = []
-        for item in raw.get("items", []):
+        for item in (raw.get("items") or []):
             ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
             found.append((item["metadata"]["name"],
                           TargetRef(api_version=ref.get("apiVersion") or "", kind=ref.get("kind") or "",

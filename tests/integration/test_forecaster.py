@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import Cluster, load_dir
+from harness import Cluster, load_dir, wait_for
 from operator_harness import Scenario
 from prometheus_harness import PrometheusHarness, binaries_available
 
@@ -174,9 +174,14 @@ subjects: [{{kind: ServiceAccount, name: gitops, namespace: {namespace}}}]
 
     # 3. The pipeline applies the repository, through the admission policy; the operator
     #    applies the approved proposal.
-    with cluster.scalegate_installed():
-        applied = subprocess.run([cluster.kubectl_binary, f"--kubeconfig={pipeline_kubeconfig}", "apply",
+    #    The cluster admin lists the pipeline as a GitOps approver (scalegate-gitops); the
+    #    API server reads the list within a moment, so the first apply is retried until admitted.
+    with cluster.scalegate_installed(), cluster.gitops_identities(pipeline):
+        def apply_once() -> subprocess.CompletedProcess | None:
+            run = subprocess.run([cluster.kubectl_binary, f"--kubeconfig={pipeline_kubeconfig}", "apply",
                                   "-f", str(files[0])], capture_output=True, text=True, timeout=60)
+            return run if run.returncode == 0 or "scalegate-gitops" not in run.stderr else None
+        applied = wait_for(apply_once, timeout=30, interval=0.5, message="scalegate-gitops to admit the pipeline")
     assert applied.returncode == 0, applied.stderr
     name = manifest["metadata"]["name"]
     status = s.wait_phase(name, "Applied", timeout=60)["status"]
