@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,9 +28,20 @@ def test_demo_proposes_prints_how_to_approve_and_applies_when_approved(tmp_path)
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
         assert "[1/8] starting a local control plane" in out
-        assert "pending proposals:" in out and "Pending" in out
+        assert "pending proposals, and web-" in out and "Pending" in out
+        # The proposal as an approver sees it (kubectl scalegate show), then how to approve it.
+        assert "      Name:         web-" in out and "      Bounds (ScalingPolicy web):" in out
+        assert "kubectl scalegate approve --all -n scalegate-demo" in out
         assert "kubectl scalegate approve web-" in out and "scalegate.io/approved-by=scalegate-dev-admin" in out
-        assert "Applied: scaled Deployment/web from 2 to" in out
+        # --approve approves with the batch command, as a person would.
+        assert "approving as scalegate-dev-admin: kubectl scalegate approve --all -n scalegate-demo --yes" in out
+        assert re.search(r"scalingproposal.scalegate.io/web-\S+ approved as scalegate-dev-admin", out)
+        if "      Plan:         " in out:  # a day's plan: shown step by step, applied from its first step
+            assert re.search(r"Plan: +2[45] steps every 1h, ", out), out
+            assert "Schedule (now: the step in effect" in out and "PREDICTED-PEAK" in out
+            assert re.search(r"Active: step 1 of 2[45] \(at \S+\): scaled Deployment/web from 2 to \d+ replicas", out)
+        else:  # the forecaster proposes single changes (until it makes plans)
+            assert "Applied: scaled Deployment/web from 2 to" in out
         state = json.loads((tmp_path / "demo" / "state.json").read_text())
         pids = [state["operatorPid"], state["prometheusPid"]]
     finally:

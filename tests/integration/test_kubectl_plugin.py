@@ -8,10 +8,12 @@ import datetime as dt
 import json
 import math
 import os
+import select
 import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -74,13 +76,69 @@ class Plugin:
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m scalegate.plugin.cli "$@"\n')
         wrapper.chmod(0o755)
 
-    def __call__(self, *args: str, kubeconfig: Path | str | None = None) -> subprocess.CompletedProcess:
+    def env(self, kubeconfig: Path | str | None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
         if kubeconfig:
             env["KUBECONFIG"] = str(kubeconfig)
-        return subprocess.run(["kubectl", "scalegate", *args], capture_output=True, text=True, env=env,
-                              timeout=120)
+        return env
+
+    def __call__(self, *args: str, kubeconfig: Path | str | None = None,
+                 stdin: str | None = None) -> subprocess.CompletedProcess:
+        """Runs it to the end; stdin is a pipe (`stdin` typed into it), never a terminal."""
+        return subprocess.run(["kubectl", "scalegate", *args], capture_output=True, text=True,
+                              env=self.env(kubeconfig), input=stdin or "", timeout=120)
+
+    def at_terminal(self, *args: str, kubeconfig: Path | str) -> "Terminal":
+        """Runs it with a terminal (a pseudo-terminal) as stdin and stderr, as a person does."""
+        return Terminal(["kubectl", "scalegate", *args], self.env(kubeconfig))
+
+
+class Terminal:
+    """A process at a pseudo-terminal: stdin and stderr (where questions go) are the
+    terminal, stdout a pipe. `expect` reads the terminal up to a text; `type` answers."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=env, text=True)
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(left, 0))
+            if not ready:
+                raise AssertionError(f"{text!r} did not appear on the terminal in {timeout}s; it shows:\n{self.seen}")
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # the process closed the terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"the terminal closed before {text!r}; it shows:\n{self.seen}")
+            self.seen += chunk.decode(errors="replace")
+        found = self.seen.index(text) + len(text)
+        before, self.seen = self.seen[:found], self.seen[found:]
+        return before
+
+    def type(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """(exit status, stdout, what the terminal showed after the last expect)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        rest = []
+        while select.select([self.master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            rest.append(chunk.decode(errors="replace"))
+        os.close(self.master)
+        return self.proc.returncode, out, self.seen + "".join(rest)
 
 
 def grant(cluster: Cluster, namespace: str, user: str, clusterrole: str) -> None:
@@ -119,6 +177,21 @@ def proposal(name: str, *, current: int = 4, replicas: int = 9, proposed_by: str
             },
         },
     }
+
+
+def plan(name: str, steps: list[tuple[float, int]], *, current: int = 4, policy: str = "web") -> dict:
+    """A plan by the forecaster: (hours from now, replicas) per step, ending an hour after
+    the last; each step sized for 45.5 x its replicas. Times in whole seconds."""
+    body = proposal(name, current=current, replicas=steps[0][1])
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    at = [now + dt.timedelta(hours=h) for h, _ in steps]
+    body["spec"]["schedule"] = [{"at": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "replicas": r, "predictedPeak": 40.0 * r,
+                                 "upperBound": 45.5 * r} for t, (_, r) in zip(at, steps, strict=True)]
+    body["spec"]["endsAt"] = (at[-1] + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body["spec"]["reason"] = "plan: " + ", ".join(str(r) for _, r in steps)
+    body["spec"]["policyRef"]["name"] = policy
+    body["metadata"]["labels"]["scalegate.io/policy"] = policy
+    return body
 
 
 class LocalServer:
@@ -244,7 +317,8 @@ def test_list_prints_a_kubectl_like_table_in_the_contexts_namespace(plugin: Plug
 def test_list_output_formats(plugin: Plugin, shop: dict):
     wide = plugin("list", "-o", "wide", kubeconfig=shop["bob"])
     assert wide.returncode == 0, wide.stderr
-    assert wide.stdout.splitlines()[0].split()[-4:] == ["POLICY", "VALID-UNTIL", "PROPOSED-BY", "REASON"]
+    assert wide.stdout.splitlines()[0].split()[-7:] == ["POLICY", "VALID-UNTIL", "STEPS", "NEXT-STEP", "ENDS-AT",
+                                                        "PROPOSED-BY", "REASON"]
     assert FORECASTER in wide.stdout
     as_json = json.loads(plugin("list", "-o", "json", kubeconfig=shop["bob"]).stdout)
     assert as_json["kind"] == "List" and [i["metadata"]["name"] for i in as_json["items"]] == ["web-1", "web-2"]
@@ -392,6 +466,149 @@ def test_one_line_errors_for_missing_proposal_cluster_and_permission(plugin: Plu
     no_file = plugin("list", "--kubeconfig", str(tmp_path / "absent"))
     assert no_file.returncode == 1
     assert no_file.stderr == f"error: stat {tmp_path / 'absent'}: no such file or directory\n"
+
+
+# -- plans: show, list, approve --all -------------------------------------------------------
+def versions(cluster: Cluster, namespace: str) -> dict[str, tuple[str, dict]]:
+    """Each proposal's resourceVersion and annotations."""
+    items = cluster.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL)["items"]
+    return {i["metadata"]["name"]: (i["metadata"]["resourceVersion"], i["metadata"].get("annotations") or {})
+            for i in items}
+
+
+def test_show_prints_a_plans_schedule_with_its_receipts(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    cluster.custom(FORECASTER).create_namespaced_custom_object(
+        GROUP, VERSION, ns, PROPOSAL_PLURAL, plan("web-plan", [(-70 / 60, 9), (-10 / 60, 12), (50 / 60, 14),
+                                                               (110 / 60, 10)]))
+    body = cluster.custom().get_namespaced_custom_object(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-plan")
+    at = [step["at"] for step in body["spec"]["schedule"]]
+    applied = lambda t: (dt.datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
+                         + dt.timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The operator's receipts (only its ServiceAccount may write status): two steps applied.
+    cluster.custom(OPERATOR).patch_namespaced_custom_object_status(GROUP, VERSION, ns, PROPOSAL_PLURAL, "web-plan", {
+        "status": {"phase": "Active", "reason": "StepApplied", "plannedSteps": 4, "nextStepAt": at[2], "steps": [
+            {"at": at[0], "replicas": 9, "outcome": "Applied", "appliedAt": applied(at[0]), "previousReplicas": 4},
+            {"at": at[1], "replicas": 12, "outcome": "Applied", "appliedAt": applied(at[1]),
+             "previousReplicas": 9}]}},
+        _content_type="application/merge-patch+json")
+    run = plugin("show", "web-plan", kubeconfig=shop["bob"])
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "Change:       4 -> 9 replicas (+5) at the plan's first step" in out
+    assert f"Plan:         4 steps every 1h, {at[0]} to " in out and ", 9 - 14 replicas" in out
+    assert f"Next step:    step 3 at {at[2]} (in " in out and "): 12 -> 14 replicas" in out
+    schedule = out.split("Schedule")[1].split("Bounds")[0].splitlines()[1:]
+    assert schedule[0].split() == ["STEP", "AT", "REPLICAS", "PREDICTED-PEAK", "UPPER-BOUND", "OUTCOME", "APPLIED-AT",
+                                   "CHANGE"]
+    assert [line.split() for line in schedule[1:5]] == [
+        ["1", at[0], "9", "360", "409.5", "Applied", applied(at[0]), "4", "->", "9"],
+        ["now", "2", at[1], "12", "480", "546", "Applied", applied(at[1]), "9", "->", "12"],
+        ["next", "3", at[2], "14", "560", "637"],
+        ["4", at[3], "10", "400", "455"]]
+    # The policy (maxStepDown 2) would reject this plan whole: shown, with the step that breaks it.
+    assert "OUT every step down within maxStepDown 2 (largest -4)" in out
+    assert f"OUT step 4 (at {at[3]}): removing 4 replicas exceeds maxStepDown 2" in out
+    wide = plugin("list", "-o", "wide", kubeconfig=shop["bob"]).stdout.splitlines()
+    header = wide[0].split()
+    row = next(line.split() for line in wide if line.startswith("web-plan "))
+    assert [row[header.index(c)] for c in ("PHASE", "STEPS", "NEXT-STEP")] == ["Active", "4", at[2]]
+    assert next(line.split() for line in wide if line.startswith("web-1 "))[header.index("STEPS")] == "<none>"
+
+
+def add_pending(cluster: Cluster, namespace: str) -> None:
+    """Besides shop's web-1 and web-2: a day's plan for web, a proposal of another policy,
+    and one already rejected (not pending: never listed)."""
+    forecaster = cluster.custom(FORECASTER)
+    forecaster.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL,
+                                               plan("web-plan", [(h, 5 + h % 3) for h in range(24)]))
+    other = proposal("api-1")
+    other["spec"]["policyRef"]["name"] = other["metadata"]["labels"]["scalegate.io/policy"] = "api"
+    forecaster.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, other)
+    forecaster.create_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, proposal("web-no"))
+    cluster.custom("erin").patch_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL, "web-no", {
+        "metadata": {"annotations": {REJECTED: "true", REJECTED_BY: "erin"}}})
+
+
+def test_approve_all_as_an_approver_approves_each_pending_proposal(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    add_pending(cluster, ns)
+    run = plugin("approve", "--all", "-n", ns, "-l", "scalegate.io/policy=web", "--yes", "--reason", "standup",
+                 kubeconfig=shop["alice"])
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"3 pending proposals in namespace {ns} matching scalegate.io/policy=web, to approve as alice:"
+    assert [line.split()[0] for line in lines[1:5]] == ["NAME", "web-1", "web-2", "web-plan"]
+    assert "plan: 24 steps every 1h, 4 -> 5 first, 5 - 7 replicas, ends " in lines[4]
+    assert lines[5:] == [f"scalingproposal.scalegate.io/{n} approved as alice" for n in ("web-1", "web-2", "web-plan")]
+    assert "3 approved, 0 refused, 0 skipped (of 3 listed)" in run.stderr
+    after = versions(cluster, ns)
+    for name in ("web-1", "web-2", "web-plan"):
+        ann = after[name][1]
+        assert (ann[APPROVED], ann[APPROVED_BY], ann[DECISION_REASON]) == ("true", "alice", "standup"), name
+    assert APPROVED not in after["api-1"][1] and APPROVED not in after["web-no"][1]  # not selected; not pending
+    # Run again: nothing is pending any more.
+    again = plugin("approve", "--all", "--yes", kubeconfig=shop["alice"])
+    assert again.returncode == 0 and "scalingproposal.scalegate.io/api-1 approved as alice" in again.stdout
+    nothing = plugin("approve", "--all", "--yes", kubeconfig=shop["alice"])
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    assert nothing.stderr == f"No pending proposals to approve in {ns} namespace.\n"
+
+
+def test_approve_all_without_the_approve_verb_is_refused_for_each_and_changes_nothing(
+        cluster: Cluster, plugin: Plugin, shop: dict):
+    """pat may patch proposals (edit rights) but not approve: the API server's admission
+    policy refuses every approval, in its own words, and nothing changes."""
+    ns = shop["ns"]
+    add_pending(cluster, ns)
+    cluster.apply_yaml(yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "edit-proposals",
+                                                                                     "namespace": ns},
+         "rules": [{"apiGroups": [GROUP], "resources": [PROPOSAL_PLURAL], "verbs": ["get", "list", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "edit-proposals-pat", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "edit-proposals"},
+         "subjects": [{"kind": "User", "name": "pat", "apiGroup": "rbac.authorization.k8s.io"}]}]))
+    wait_allowed(cluster, ns, "pat", "patch")
+    pat = user_kubeconfig(cluster, "pat", shop["alice"].parent, namespace=ns)
+    before = versions(cluster, ns)
+    run = plugin("approve", "--all", "--yes", kubeconfig=pat)
+    assert run.returncode == 1
+    assert [line.split()[0] for line in run.stdout.splitlines()[2:]] == ["api-1", "web-1", "web-2", "web-plan"]
+    for name in ("api-1", "web-1", "web-2", "web-plan"):
+        assert (f"scalingproposal.scalegate.io/{name}: Error from server (Forbidden): scalingproposals.scalegate.io "
+                f'"{name}" is forbidden: ValidatingAdmissionPolicy \'{POLICY}\' with binding \'{POLICY}\' denied '
+                f"request: pat may not approve or reject ScalingProposals in namespace {ns}: ask an administrator to "
+                "bind you to the ClusterRole scalegate-approver (the verb approve on scalingproposals.scalegate.io)"
+                "\n") in run.stderr, run.stderr
+    assert "0 approved, 4 refused, 0 skipped (of 4 listed)" in run.stderr
+    assert versions(cluster, ns) == before  # nothing written, not even a resourceVersion moved
+
+
+def test_approve_all_asks_at_a_terminal_and_refuses_without_one(cluster: Cluster, plugin: Plugin, shop: dict):
+    ns = shop["ns"]
+    add_pending(cluster, ns)
+    before = versions(cluster, ns)
+    piped = plugin("approve", "--all", kubeconfig=shop["alice"], stdin="y\ny\ny\ny\n")
+    assert piped.returncode == 1 and "web-plan" in piped.stdout
+    assert piped.stderr == ("error: approve --all asks before approving each proposal, and there is no terminal to "
+                            "ask on: run it in a terminal, or add --yes to approve the 4 listed above\n")
+    assert versions(cluster, ns) == before
+
+    terminal = plugin.at_terminal("approve", "--all", kubeconfig=shop["alice"])
+    terminal.expect("approve api-1 (Deployment/web, 4 -> 9 (+5))? [y/n/a/q] ")
+    terminal.type("n")
+    terminal.expect("approve web-1 (Deployment/web, 4 -> 9 (+5))? [y/n/a/q] ")
+    terminal.type("y")
+    terminal.expect("approve web-2 (Deployment/web, 4 -> 12 (+8))? [y/n/a/q] ")
+    terminal.type("q")
+    code, out, shown = terminal.finish()
+    assert code == 0, shown
+    assert out.splitlines()[-1] == "scalingproposal.scalegate.io/web-1 approved as alice"
+    assert "1 approved, 0 refused, 3 skipped (of 4 listed)" in shown
+    after = versions(cluster, ns)
+    assert after["web-1"][1][APPROVED_BY] == "alice"
+    assert {name: after[name] for name in after if name != "web-1"} == {n: before[n] for n in before if n != "web-1"}
 
 
 # -- explain ------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ handling, and the commands against a fake of the plugin's own API wrapper."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,34 @@ def policy(**spec) -> dict:
     return {"metadata": {"name": "web", "namespace": "shop"}, "spec": {**base, **spec}}
 
 
+def plan(name: str = "web-plan", *, replicas: tuple[int, ...] = (9, 12, 14, 10, 8), current: int = 4,
+         first: dt.datetime = NOW - dt.timedelta(minutes=70), every: dt.timedelta = dt.timedelta(hours=1),
+         status: dict | None = None, **kwargs) -> dict:
+    """A plan of hourly steps (the first 70 minutes ago by default: step 2 is in effect, step 3
+    next), each sized for 45.5 x its replicas."""
+    body = proposal(name, current=current, replicas=replicas[0], status=status, **kwargs)
+    body["spec"]["schedule"] = [{"at": stamp(first + i * every), "replicas": r, "predictedPeak": 40.0 * r,
+                                 "upperBound": 45.5 * r} for i, r in enumerate(replicas)]
+    body["spec"]["endsAt"] = stamp(first + len(replicas) * every)
+    return body
+
+
+def receipt(at: dt.datetime, replicas: int, outcome: str = "Applied", previous: int | None = None,
+            **extra) -> dict:
+    item = {"at": stamp(at), "replicas": replicas, "outcome": outcome, **extra}
+    if outcome == "Applied":
+        item["appliedAt"] = stamp(at + dt.timedelta(seconds=2))
+    if previous is not None:
+        item["previousReplicas"] = previous
+    return item
+
+
+FIRST = NOW - dt.timedelta(minutes=70)
+ACTIVE = {"phase": "Active", "nextStepAt": stamp(FIRST + dt.timedelta(hours=2)), "plannedSteps": 5, "steps": [
+    receipt(FIRST, 9, previous=4),
+    receipt(FIRST + dt.timedelta(hours=1), 12, previous=9)]}
+
+
 # -- small parts ---------------------------------------------------------------------------
 @pytest.mark.parametrize("seconds, text", [
     (-5, "<invalid>"), (-1, "0s"), (0, "0s"), (59, "59s"), (119, "119s"), (120, "2m"), (192, "3m12s"),
@@ -119,8 +150,24 @@ def test_proposal_table_sorted_with_namespace_column_and_wide():
     assert lines[1].split() == ["a", "web-1", "Deployment/web", "4", "9", "<none>", "<none>", "5h2m"]
     assert lines[2].split() == ["b", "web-2", "Deployment/web", "4", "12", "Applied", "alice", "5m"]
     wide = render.proposal_table(items[:1], NOW, wide=True).splitlines()
-    assert wide[0].split()[-4:] == ["POLICY", "VALID-UNTIL", "PROPOSED-BY", "REASON"]
+    assert wide[0].split()[-7:] == ["POLICY", "VALID-UNTIL", "STEPS", "NEXT-STEP", "ENDS-AT", "PROPOSED-BY", "REASON"]
     assert "system:serviceaccount:scalegate:forecaster" in wide[1]
+
+
+def test_list_wide_shows_a_plans_steps_next_step_and_end():
+    items = [plan(status=ACTIVE), proposal("web-1"), plan("web-done", status={"phase": "Stale"})]
+    lines = render.proposal_table(items, NOW, wide=True).splitlines()
+    header = lines[0].split()
+    column = {name: header.index(name) for name in ("STEPS", "NEXT-STEP", "ENDS-AT", "POLICY", "REASON")}
+    assert header[-7:] == ["POLICY", "VALID-UNTIL", "STEPS", "NEXT-STEP", "ENDS-AT", "PROPOSED-BY", "REASON"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert [rows["web-plan"][column[c]] for c in ("STEPS", "NEXT-STEP", "ENDS-AT")] == [
+        "5", stamp(FIRST + dt.timedelta(hours=2)), stamp(FIRST + dt.timedelta(hours=5))]
+    assert [rows["web-1"][column[c]] for c in ("STEPS", "NEXT-STEP", "ENDS-AT")] == ["<none>"] * 3
+    # A plan that stopped has no next step, whatever its times say.
+    assert rows["web-done"][column["NEXT-STEP"]] == "<none>" and rows["web-done"][column["STEPS"]] == "5"
+    # The default columns stay those of a single change.
+    assert render.proposal_table(items, NOW).splitlines()[0].split() == render.COLUMNS
 
 
 def test_rejected_proposals_show_no_approver():
@@ -177,6 +224,96 @@ def test_show_warns_when_the_policy_targets_something_else():
     other = policy(targetRef={"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"})
     assert "! the policy targets StatefulSet/db, not this proposal's target" in render.show(proposal(), NOW,
                                                                                              policy=other)
+
+
+def schedule_rows(text: str) -> dict[str, list[str]]:
+    """The schedule table of `show`, by step number: the row's cells after the marker."""
+    table = text.split("Schedule")[1].split("Bounds")[0].splitlines()[1:]
+    header = table[0]
+    rows = {}
+    for line in table[1:]:
+        if not line.startswith("  step"):
+            cells = line.split()
+            mark = line[:header.index("STEP")].strip()
+            rows[cells[1] if mark else cells[0]] = [mark] + (cells[2:] if mark else cells[1:])
+    return rows
+
+
+def test_show_prints_a_plans_schedule_with_receipts_and_marks_now_and_next():
+    body = plan(status=ACTIVE)
+    text = render.show(body, NOW, policy=policy(maxStepDown=5))
+    assert "Change:       4 -> 9 replicas (+5) at the plan's first step" in text
+    assert (f"Plan:         5 steps every 1h, {stamp(FIRST)} to {stamp(FIRST + dt.timedelta(hours=5))} (ends in 3h50m),"
+            " 8 - 14 replicas") in text
+    assert f"Next step:    step 3 at {stamp(FIRST + dt.timedelta(hours=2))} (in 50m): 12 -> 14 replicas" in text
+    rows = schedule_rows(text)
+    at = lambda i: stamp(FIRST + dt.timedelta(hours=i))  # noqa: E731
+    assert rows == {
+        "1": ["", at(0), "9", "360", "409.5", "Applied", stamp(FIRST + dt.timedelta(seconds=2)), "4", "->", "9"],
+        "2": ["now", at(1), "12", "480", "546", "Applied", stamp(FIRST + dt.timedelta(hours=1, seconds=2)),
+              "9", "->", "12"],
+        "3": ["next", at(2), "14", "560", "637"],
+        "4": ["", at(3), "10", "400", "455"],
+        "5": ["", at(4), "8", "320", "364"]}
+    assert "Next step:   " + at(2) in text  # status.nextStepAt, the operator's record
+    for line in ["ok  2 <= every step's replicas (8 - 14) <= 20", "ok  every step up <= maxStepUp 5 (largest +5)",
+                 "ok  every step down within maxStepDown 5 (largest -4)",
+                 "ok  steps at least cooldownSeconds 10m apart (closest 1h)"]:
+        assert line in text, f"{line!r} missing from:\n{text}"
+
+
+def test_show_notes_receipts_that_stopped_a_plan_and_marks_nothing_once_it_stopped():
+    stale = receipt(FIRST + dt.timedelta(hours=1), 12, "Stale", previous=7, reason="TargetChanged",
+                    message="Deployment/web now has 7 replicas, not the 9 the plan's previous step left")
+    body = plan(status={"phase": "Stale", "reason": "TargetChanged", "steps": [receipt(FIRST, 9, previous=4), stale]})
+    text = render.show(body, NOW, policy=policy())
+    rows = schedule_rows(text)
+    assert rows["2"][0] == "" and rows["2"][-1] == "Stale"  # no applied-at, no change: it was not applied
+    assert all(row[0] == "" for row in rows.values())  # a stopped plan has no step in effect, none next
+    assert ("  step 2: Stale (TargetChanged) Deployment/web now has 7 replicas, not the 9 the plan's previous step "
+            "left") in text
+    assert "Next step:    none: the plan is Stale" in text
+    # Pending: the step an approval now would apply is marked, and the plan's step limits judged.
+    pending = render.show(plan(), NOW, policy=policy())
+    assert schedule_rows(pending)["2"][0] == "now" and schedule_rows(pending)["3"][0] == "next"
+    assert "OUT every step down within maxStepDown 2 (largest -4)" in pending
+    assert (f"OUT step 4 (at {stamp(FIRST + dt.timedelta(hours=3))}): removing 4 replicas exceeds maxStepDown 2"
+            in pending)
+
+
+PLAN_CASES = {
+    "fits": ((9, 12, 14, 10, 8), 4, {"maxStepDown": 5}),
+    "a step above maxReplicas": ((9, 12, 21), 4, {"maxStepUp": 10}),
+    "a step below minReplicas": ((3, 1), 4, {}),
+    "first step too far from currentReplicas": ((10, 11), 4, {}),
+    "a rise between steps too steep": ((9, 15), 9, {}),
+    "a fall between steps too steep": ((9, 6), 9, {}),
+    "no step limits": ((9, 20, 2), 4, {"maxStepUp": None, "maxStepDown": None}),
+    "steps closer than the cooldown": ((9, 10), 9, {"cooldownSeconds": 7200}),
+    "steps exactly the cooldown apart": ((9, 10), 9, {"cooldownSeconds": 3600}),
+}
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+def test_plan_checks_hold_exactly_when_the_operator_accepts_the_whole_plan(case):
+    """`show` and `explain` say OUT for a plan exactly when the operator's check of the whole
+    plan at approval (decision.check_plan) rejects it, and name the same steps."""
+    from scalegate import decision
+    from scalegate.model import Policy as ParsedPolicy
+
+    replicas, current, changes = PLAN_CASES[case]
+    body = plan(replicas=replicas, current=current)
+    spec = {k: v for k, v in {**policy()["spec"], **changes}.items() if v is not None}
+    checks = render.plan_checks(body, spec)
+    verdict = decision.check_plan(Proposal.parse(body), ParsedPolicy.parse({"metadata": {"name": "web"},
+                                                                            "spec": spec}))
+    assert all(holds for _, holds in checks) == (verdict is None), (checks, verdict)
+    shown = [re.match(r"step (\d+) \(at [^)]*\): (.*)", text).groups() for text, holds in checks
+             if not holds and text.startswith("step ")]
+    said = re.findall(r"step (\d+) of \d+ \(at [^)]*\): ([^;(]*[^;( ])", verdict.message if verdict else "")
+    assert [n for n, _ in shown] == [n for n, _ in said]
+    limits = [(n, why) for n, why in said if "cooldownSeconds" not in why]  # the rules' own words
+    assert [(n, why) for n, why in shown if "cooldownSeconds" not in why] == limits
 
 
 def test_same_target_ignores_the_version():
@@ -312,6 +449,79 @@ def test_plot_copes_with_a_proposal_without_evidence(tmp_path: Path):
     assert (tmp_path / "bare.png").stat().st_size > 5_000
 
 
+def breached_history(first_step_peak: float) -> explain.History:
+    """Two days of the daily wave to now, the plan's first step's hour lifted to `first_step_peak`."""
+    history = wave(NOW - dt.timedelta(days=2), NOW)
+    values = [first_step_peak if FIRST <= t < FIRST + dt.timedelta(hours=1) else v
+              for t, v in zip(history.times, history.values, strict=True)]
+    return explain.History(times=history.times, values=values)
+
+
+def test_explain_text_compares_each_step_of_a_plan_with_the_realised_load():
+    body = plan(status=ACTIVE)
+    text = explain.explain_text(body, policy(maxStepDown=5), breached_history(500.0), NOW)
+    assert "shop/web-1" not in text and "Deployment/web 4 -> 9 replicas at the first step of a plan of 5" in text
+    table = text.split("\nPlan\n")[1].split("\n\n")[0].splitlines()
+    assert table[0].strip().startswith("5 steps every 1h")
+    rows = {line.split()[0] if not line[2:8].strip() else line.split()[1]: line.split() for line in table[2:7]}
+    # STEP AT UPPER-BOUND NEEDED REPLICAS CAPACITY REALISED-PEAK
+    assert rows["1"][1:] == [stamp(FIRST), "409.5", "9", "9", "450", "500", "BREACHED"]
+    assert rows["2"] == ["now", "2", stamp(FIRST + dt.timedelta(hours=1)), "546", "11", "12", "600", "113.9"]
+    assert rows["3"] == ["next", "3", stamp(FIRST + dt.timedelta(hours=2)), "637", "13", "14", "700"]
+    assert "the realised load rose above the upper bound of step 1 (the forecaster posts PlanBreached for it)" in text
+    assert "OUT" not in text.split("Bounds")[1].split("Load history")[0]
+    calm = explain.explain_text(body, policy(), breached_history(400.0), NOW)  # above the peak, under the bound
+    assert "BREACHED" not in calm and "stayed under every upper bound so far (2 steps with samples)" in calm
+    unread = explain.explain_text(body, policy(), None, NOW)
+    assert "realised load not read (pass --prometheus-url URL to compare each step with it)" in unread
+
+
+def test_history_of_a_plan_reaches_to_its_end_or_now():
+    view = explain.ExplainedProposal.of(plan(first=NOW - dt.timedelta(hours=4)))
+    assert view.history_range(NOW)[1] == NOW  # the plan runs on: up to now
+    assert view.history_range(NOW + dt.timedelta(days=1))[1] == view.plan.ends_at
+
+
+def test_plot_of_a_plan_draws_the_schedule_against_the_realised_load():
+    from matplotlib.colors import to_hex
+    from matplotlib.dates import num2date
+    from matplotlib.figure import Figure
+
+    body = plan(status=ACTIVE)
+    view = explain.ExplainedProposal.of(body)
+    ax = Figure().add_subplot(1, 1, 1)
+    explain._draw_plan(ax, view, view.plan, policy()["spec"], 50.0, breached_history(500.0),
+                       FIRST - dt.timedelta(hours=2), view.plan.ends_at, NOW, legend=True)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    capacity = lines["planned capacity (replicas x 50)"]
+    assert capacity.get_drawstyle() == "steps-post"
+    assert list(capacity.get_ydata()) == [450, 600, 700, 500, 400, 400]
+    assert list(capacity.get_xdata()) == [FIRST + dt.timedelta(hours=i) for i in range(6)]  # to endsAt
+    load = lines["realised load"]
+    assert max(load.get_ydata()) == 500.0 and min(load.get_xdata()) >= FIRST - dt.timedelta(hours=2)
+    # Each step's upper bound over its own hour; the breached one in red.
+    bounds = [(round(c.get_segments()[0][0][1], 1), to_hex(c.get_colors()[0])) for c in ax.collections
+              if c.get_linestyle()[0][1] is None]
+    assert bounds == [(409.5, to_hex("tab:red")), (546.0, to_hex("tab:orange")), (637.0, to_hex("tab:orange")),
+                      (455.0, to_hex("tab:orange")), (364.0, to_hex("tab:orange"))]
+    first = [c for c in ax.collections if c.get_linestyle()[0][1] is None][0].get_segments()[0]
+    assert [num2date(x) for x, _ in first] == [FIRST, FIRST + dt.timedelta(hours=1)]
+    # The receipts: two steps applied, at their applied times.
+    applied = lines["step applied"]
+    assert list(applied.get_ydata()) == [450, 600] and "upper bound breached by the realised load" in lines
+    assert list(applied.get_xdata()) == [FIRST + dt.timedelta(seconds=2), FIRST + dt.timedelta(hours=1, seconds=2)]
+    assert {"now", "capacity before the plan 4 x 50 = 200", "policy max 20 replicas = 1000"} <= set(lines)
+
+
+@pytest.mark.parametrize("with_history", [True, False])
+def test_plot_of_a_plan_writes_a_png(tmp_path: Path, with_history: bool):
+    path = tmp_path / "plan.png"
+    explain.plot(str(path), plan(status=ACTIVE), policy(), breached_history(500.0) if with_history else None, NOW)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert int.from_bytes(data[16:20], "big") == (1500 if with_history else 1250)
+
+
 # -- kubeconfig ------------------------------------------------------------------------------
 def write_config(path: Path, contexts: list[tuple[str, str | None]], current: str) -> Path:
     config = {"apiVersion": "v1", "kind": "Config", "current-context": current,
@@ -404,24 +614,38 @@ def refusal(cls: type[kube.KubeError], reason: str, message: str, status: int) -
 
 class FakeKube:
     """Stands in for scalegate.kube.Kube, the methods the plugin calls: objects in a dict,
-    refusals on request."""
+    refusals on request (`refuse_patch` for every patch, `refuse` per name), a Conflict
+    on the first guarded patch of the names in `conflict_once`, and `on_get(name)` run
+    before each read (to change an object between listing and approving)."""
 
-    def __init__(self, objects: list[dict], user: str = "alice", refuse_patch: kube.KubeError | None = None):
+    def __init__(self, objects: list[dict], user: str = "alice", refuse_patch: kube.KubeError | None = None,
+                 refuse: dict[str, kube.KubeError] | None = None, conflict_once: set[str] | None = None):
         self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
+        for i, obj in enumerate(objects):
+            obj["metadata"].setdefault("resourceVersion", str(100 + i))
         self.user = user
         self.refuse_patch = refuse_patch
+        self.refuse = refuse or {}
+        self.conflict_once = set(conflict_once or ())
+        self.on_get = lambda name: None
         self.patches: list[tuple[str, str, dict]] = []
+        self.guarded: list[tuple[str, str]] = []  # (name, resourceVersion) of each guarded patch that landed
 
     def get_proposal(self, namespace, name, missing_ok=True):
-        assert not missing_ok  # the plugin shows the server's NotFound
+        self.on_get(name)
         try:
             return self.objects[(namespace, name)]
         except KeyError:
+            if missing_ok:
+                return None
             raise refusal(kube.NotFound, "NotFound", f'scalingproposals.scalegate.io "{name}" not found',
                           404) from None
 
     def iter_proposals(self, namespace=None, page_size=500, selector=None):
-        return iter([o for (ns, _), o in self.objects.items() if namespace in (None, ns)])
+        def matches(obj):
+            labels = obj["metadata"].get("labels") or {}
+            return not selector or all(labels.get(k) == v for k, v in (part.split("=") for part in selector.split(",")))
+        return iter([o for (ns, _), o in self.objects.items() if namespace in (None, ns) and matches(o)])
 
     def get_policy(self, namespace, name, missing_ok=True):
         raise refusal(kube.Forbidden, "Forbidden", "no policies for you", 403)
@@ -438,6 +662,18 @@ class FakeKube:
         self.patches.append((namespace, name, annotations))
         self.objects[(namespace, name)]["metadata"]["annotations"].update(annotations)
         return self.objects[(namespace, name)]
+
+    def patch_proposal_annotations(self, namespace, name, annotations, resource_version):
+        obj = self.objects[(namespace, name)]
+        if name in self.conflict_once:
+            self.conflict_once.discard(name)
+            obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        if resource_version != obj["metadata"]["resourceVersion"]:
+            raise refusal(kube.Conflict, "Conflict", "the object has been modified", 409)
+        if name in self.refuse:
+            raise self.refuse[name]
+        self.guarded.append((name, resource_version))
+        return self.annotate_proposal(namespace, name, annotations)
 
 
 def run(argv: list[str], fake: FakeKube, capsys, namespace: str = "shop") -> tuple[int, str, str]:
@@ -482,6 +718,151 @@ def test_a_refusal_is_printed_verbatim_with_exit_1(capsys):
     code, out, err = run(["approve", "web-1"], FakeKube([proposal()], refuse_patch=denial), capsys)
     assert (code, out) == (1, "")
     assert err == "Error from server (Forbidden): ValidatingAdmissionPolicy 'scalegate-approval' denied request: x\n"
+
+
+# -- approve --all ---------------------------------------------------------------------------
+class Terminal(io.StringIO):
+    """stdin as a person at a terminal, typing `answers`."""
+
+    def isatty(self):
+        return True
+
+
+def batch(annotations: dict | None = None, **kwargs) -> list[dict]:
+    """A namespace's proposals: two pending (a plan and a single change), one in another
+    namespace, one applied, one already approved, one rejected, one past its validUntil."""
+    expired = proposal("web-old")
+    expired["spec"]["validUntil"] = stamp(NOW - dt.timedelta(minutes=1))
+    return [plan("web-plan", status={"phase": "Pending"}), proposal("api-1", status={"phase": "Pending"}),
+            proposal("elsewhere", namespace="ops"), proposal("web-0", status={"phase": "Applied"}),
+            proposal("web-ok", annotations={APPROVED: "true", APPROVED_BY: "bob"}),
+            proposal("web-no", annotations={REJECTED: "true", REJECTED_BY: "bob"}), expired]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    monkeypatch.setattr(kubectl_plugin, "_now", lambda: NOW)
+
+
+def test_approve_all_lists_what_it_would_approve_then_approves_each_in_its_own_patch(capsys, clock):
+    fake = FakeKube(batch())
+    code, out, err = run(["approve", "--all", "--yes", "--reason", "standup", "--ref", "https://mr/7"], fake, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "2 pending proposals in namespace shop, to approve as alice:"
+    assert lines[1].split() == ["NAME", "TARGET", "CHANGE", "VALID-UNTIL"]
+    assert lines[2].split()[:2] == ["api-1", "Deployment/web"] and "4 -> 9 (+5)" in lines[2]
+    assert lines[2].endswith(f"{stamp(NOW + dt.timedelta(minutes=42))} (in 42m)")
+    assert lines[3].split()[:2] == ["web-plan", "Deployment/web"]
+    assert (f"plan: 5 steps every 1h, 4 -> 9 first, 8 - 14 replicas, ends {stamp(FIRST + dt.timedelta(hours=5))}"
+            in lines[3])
+    assert lines[4:] == ["scalingproposal.scalegate.io/api-1 approved as alice",
+                         "scalingproposal.scalegate.io/web-plan approved as alice"]
+    wanted = {APPROVED: "true", APPROVED_BY: "alice", APPROVAL_REF: "https://mr/7", DECISION_REASON: "standup"}
+    assert fake.patches == [("shop", "api-1", wanted), ("shop", "web-plan", wanted)]
+    # Each guarded by the resourceVersion it was read at: what is approved is what was listed.
+    assert fake.guarded == [("api-1", "101"), ("web-plan", "100")]
+    assert "2 approved, 0 refused, 0 skipped (of 2 listed)" in err
+
+
+def test_approve_all_collects_each_refusal_in_the_servers_words_and_exits_1(capsys, clock):
+    denial = refusal(kube.Forbidden, "Forbidden", "ValidatingAdmissionPolicy 'scalegate-approval' with binding "
+                     "'scalegate-approval' denied request: you (alice) proposed this ScalingProposal", 403)
+    fake = FakeKube(batch(), refuse={"api-1": denial})
+    code, out, err = run(["approve", "--all", "--yes"], fake, capsys)
+    assert code == 1
+    assert ("scalingproposal.scalegate.io/api-1: Error from server (Forbidden): ValidatingAdmissionPolicy "
+            "'scalegate-approval' with binding 'scalegate-approval' denied request: you (alice) proposed this "
+            "ScalingProposal\n") in err
+    assert out.splitlines()[-1] == "scalingproposal.scalegate.io/web-plan approved as alice"  # the rest goes on
+    assert [name for _, name, _ in fake.patches] == ["web-plan"]
+    assert "1 approved, 1 refused, 0 skipped (of 2 listed)" in err
+    # Every one refused (no approve verb): nothing written, each refusal printed.
+    nobody = refusal(kube.Forbidden, "Forbidden", "bob may not approve or reject ScalingProposals", 403)
+    fake = FakeKube(batch(), refuse={"api-1": nobody, "web-plan": nobody}, user="bob")
+    code, out, err = run(["approve", "--all", "--yes"], fake, capsys)
+    assert code == 1 and fake.patches == []
+    assert err.count("Error from server (Forbidden): bob may not approve or reject ScalingProposals") == 2
+
+
+def test_approve_all_without_a_terminal_and_without_yes_refuses_and_approves_nothing(capsys, clock, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\ny\n"))  # piped in: not a person at a terminal
+    fake = FakeKube(batch())
+    code, out, err = run(["approve", "--all"], fake, capsys)
+    assert (code, fake.patches) == (1, [])
+    assert "web-plan" in out  # it still shows what it would have approved
+    assert err == ("error: approve --all asks before approving each proposal, and there is no terminal to ask on: "
+                   "run it in a terminal, or add --yes to approve the 2 listed above\n")
+
+
+@pytest.mark.parametrize("answers, approved, skipped", [
+    ("y\nn\n", ["api-1"], ["web-plan"]),
+    ("maybe\nn\nyes\n", ["web-plan"], ["api-1"]),  # asked again until it is an answer
+    ("a\n", ["api-1", "web-plan"], []),  # this one and all the rest, without asking again
+    ("q\n", [], ["api-1", "web-plan"]),
+    ("y\n", ["api-1"], ["web-plan"]),  # the end of input stops, approving nothing more
+])
+def test_approve_all_asks_before_each(capsys, clock, monkeypatch, answers, approved, skipped):
+    monkeypatch.setattr(sys, "stdin", Terminal(answers))
+    fake = FakeKube(batch())
+    code, out, err = run(["approve", "--all"], fake, capsys)
+    assert code == 0
+    assert [name for _, name, _ in fake.patches] == approved
+    questions = err.count("[y/n/a/q] ")
+    assert questions == {"a\n": 1, "q\n": 1, "maybe\nn\nyes\n": 3}.get(answers, 2)
+    assert "approve api-1 (Deployment/web, 4 -> 9 (+5))? [y/n/a/q] " in err
+    assert f"{len(approved)} approved, 0 refused, {len(skipped)} skipped (of 2 listed)" in err
+    if "maybe" in answers:
+        assert "please answer y (approve this one), n (skip it), a (approve it and all the rest) or q (stop)" in err
+
+
+def test_approve_all_with_a_selector_and_nothing_pending(capsys, clock):
+    items = batch()
+    items[0]["metadata"]["labels"] = {"scalegate.io/policy": "web"}
+    fake = FakeKube(items)
+    code, out, _ = run(["approve", "--all", "-l", "scalegate.io/policy=web", "--yes"], fake, capsys)
+    assert code == 0 and [name for _, name, _ in fake.patches] == ["web-plan"]
+    assert out.splitlines()[0] == ("1 pending proposal in namespace shop matching scalegate.io/policy=web, to approve "
+                                   "as alice:")
+    code, out, err = run(["approve", "--all", "-n", "ops", "-l", "scalegate.io/policy=api"], fake, capsys)
+    assert (code, out) == (0, "")
+    assert err == "No pending proposals to approve in ops namespace matching scalegate.io/policy=api.\n"
+
+
+def test_approve_all_skips_what_changed_since_it_was_listed_and_retries_a_conflict(capsys, clock):
+    items = batch() + [proposal("web-gone", status={"phase": "Pending"}),
+                       proposal("web-new", status={"phase": "Pending"})]
+    fake = FakeKube(items, conflict_once={"web-plan"})
+
+    def meanwhile(name):  # between the listing and each approval
+        if name == "api-1":
+            fake.objects[("shop", "api-1")]["status"] = {"phase": "Expired"}
+        if name == "web-gone":
+            fake.objects.pop(("shop", "web-gone"), None)
+        if name == "web-new":
+            fake.objects[("shop", "web-new")] = proposal("web-new", uid="another", status={"phase": "Pending"})
+    fake.on_get = meanwhile
+    code, out, err = run(["approve", "--all", "--yes"], fake, capsys)
+    assert code == 0, err
+    assert "scalingproposal.scalegate.io/api-1 skipped: it is Expired now" in err
+    assert "scalingproposal.scalegate.io/web-gone skipped: it was deleted since it was listed" in err
+    assert ("scalingproposal.scalegate.io/web-new skipped: it was replaced by another proposal of the same name since "
+            "it was listed") in err
+    # Its status changed between the read and the patch: read again and approved.
+    assert [name for _, name, _ in fake.patches] == ["web-plan"] and fake.guarded == [("web-plan", "101")]
+    assert "1 approved, 0 refused, 3 skipped (of 4 listed)" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["approve", "web-1", "--all"], "approve takes a NAME or --all, not both"),
+    (["approve"], "approve needs the NAME of a proposal, or --all"),
+    (["approve", "web-1", "--yes"], "-l/--selector and --yes go with --all"),
+    (["approve", "web-1", "-l", "a=b"], "-l/--selector and --yes go with --all"),
+])
+def test_approve_all_usage_errors_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        kubectl_plugin.main(argv, connector=lambda *_: None)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_missing_proposal_is_the_servers_not_found(capsys):

@@ -2,9 +2,11 @@
 
 A local control plane (or the current cluster), a real Prometheus replaying a recorded
 real load series, scalegate's CRDs, RBAC and admission policy, the operator running as its
-ServiceAccount, and one forecaster round; then it prints the pending proposal and the
-exact commands to approve it. Approving scales the sample workload. `scalegate demo down`
-stops everything the demo started.
+ServiceAccount, and one forecaster round; then it prints the pending proposal (by default
+a plan for the next day: the demo's policy sets planHorizonSeconds and planStepSeconds),
+shows it as an approver sees it (`kubectl scalegate show`) and prints the exact commands to
+approve it. Approving scales the sample workload, step by step for a plan. `scalegate demo
+down` stops everything the demo started.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from .localprom import LocalPrometheus, backfill, binaries_available, selector, 
 
 NAMESPACE = "scalegate-demo"
 METRIC = "http_requests_per_minute"
+#: The demo's policy proposes a plan for the next day, one step an hour: one approval a day.
+PLAN_HORIZON_SECONDS = 86400
+PLAN_STEP_SECONDS = 3600
 
 Log = Callable[[str], None]
 
@@ -187,26 +192,41 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
         return 0
     name = result.proposal["metadata"]["name"]
 
-    # 7. What a person sees.
-    log(f"[{next(step)}/{total}] pending proposals:")
+    is_plan = bool(result.proposal["spec"].get("schedule"))
+
+    # 7. What a person sees: the pending proposal, and the proposal as `kubectl scalegate show` prints it.
+    log(f"[{next(step)}/{total}] pending proposals, and {name} as an approver sees it "
+        f"(kubectl scalegate show {name} -n {NAMESPACE}):")
     # Watched as the admin: the forecaster may create proposals but not read them.
     _wait_phase(admin_kube, name, "Pending")
     for line in _kubectl(admin, "get", "sprop", "-n", NAMESPACE, "-o", "wide").splitlines():
         log(f"      {line}")
-    log(_instructions(admin, admin_user, name))
+    log("")
+    for line in _plugin(admin, "show", name, "-n", NAMESPACE).splitlines():
+        log(f"      {line}")
+    log(_instructions(admin, admin_user, name, is_plan, prometheus.url))
 
-    # 8. Optionally approve as the admin, and watch it apply.
+    # 8. Optionally approve as the admin, with the command a person uses, and watch it apply.
     if approve:
-        log(f"[{next(step)}/{total}] approving {name} as {admin_user}")
-        kubernetes.client.CustomObjectsApi(api_client(str(admin))).patch_namespaced_custom_object(
-            "scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals", name,
-            {"metadata": {"annotations": {"scalegate.io/approved": "true", "scalegate.io/approved-by": admin_user,
-                                          "scalegate.io/decision-reason": "approved by `scalegate demo --approve`"}}})
-        status = _wait_phase(admin_kube, name, "Applied")
-        log(f"      Applied: {status.get('message')}")
+        log(f"[{next(step)}/{total}] approving as {admin_user}: kubectl scalegate approve --all -n {NAMESPACE} --yes")
+        for line in _plugin(admin, "approve", "--all", "-n", NAMESPACE, "--yes", "--reason",
+                            "approved by `scalegate demo --approve`").splitlines():
+            log(f"      {line}")
+        # A plan is Active once its first step is applied (Applied after its end); a single change Applied.
+        status = _wait_phase(admin_kube, name, "Active" if is_plan else "Applied")
+        log(f"      {status.get('phase')}: {status.get('message')}")
         for line in _kubectl(admin, "get", "deploy", "web", "-n", NAMESPACE).splitlines():
             log(f"      {line}")
     return 0
+
+
+def _plugin(kubeconfig: Path, *args: str) -> str:
+    """`kubectl scalegate ARGS` (the plugin, run as kubectl would run it), its output."""
+    proc = subprocess.run([sys.executable, "-m", "scalegate.plugin.cli", "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl scalegate {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def _workload_yaml(query: str, capacity: float, approver: str) -> str:
@@ -244,6 +264,9 @@ spec:
     lookbackSeconds: 1209600
     stepSeconds: 300
     confidence: 0.95
+    # A plan for the next day, one step an hour: approved once, applied step by step.
+    planHorizonSeconds: {PLAN_HORIZON_SECONDS}
+    planStepSeconds: {PLAN_STEP_SECONDS}
 ---
 # In the demo, you (the cluster admin) may approve proposals in this namespace.
 apiVersion: rbac.authorization.k8s.io/v1
@@ -254,23 +277,28 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{approver}"
 """
 
 
-def _instructions(admin: Path, user: str, name: str) -> str:
+def _instructions(admin: Path, user: str, name: str, is_plan: bool, prometheus_url: str) -> str:
     kubectl = "kubectl" if shutil.which("kubectl") else kubectl_path()
     venv_bin = Path(sys.executable).parent
+    what = ("the plan for the next day (one approval: the operator applies each step at its time)" if is_plan
+            else "the proposal")
     return f"""
-  To look at the evidence and approve it, as you ({user}):
+  To look at the evidence and approve {what}, as you ({user}):
 
     export KUBECONFIG={admin}
     export PATH="{venv_bin}:$PATH"    # puts the kubectl plugin (kubectl-scalegate) on PATH
     {kubectl} scalegate show {name} -n {NAMESPACE}
+    {kubectl} scalegate explain {name} -n {NAMESPACE} --prometheus-url {prometheus_url} --plot {name}.png
+    {kubectl} scalegate approve --all -n {NAMESPACE}     # every pending proposal here, asking before each
+
+  or approve this one alone:
+
     {kubectl} scalegate approve {name} -n {NAMESPACE} --reason "looks right"
-
-  or with plain kubectl:
-
     {kubectl} annotate sprop {name} -n {NAMESPACE} scalegate.io/approved=true scalegate.io/approved-by={user}
 
-  then watch the operator apply it and the Deployment scale:
+  then watch the operator apply it{" step by step" if is_plan else ""} and the Deployment scale:
 
+    {kubectl} scalegate list -n {NAMESPACE} -o wide
     {kubectl} get sprop,deploy -n {NAMESPACE}
 
   Tear everything down with:  scalegate demo down

@@ -7,11 +7,13 @@ plugin's name), so --kubeconfig, --context and -n are read here, anywhere on the
     kubectl scalegate list [-A | -n NS] [-l SELECTOR] [-o wide|yaml|json|name]
     kubectl scalegate show NAME
     kubectl scalegate approve NAME [--reason TEXT] [--ref URL]
+    kubectl scalegate approve --all [-l SELECTOR] [--yes] [--reason TEXT] [--ref URL]
     kubectl scalegate reject NAME [--reason TEXT]
     kubectl scalegate explain NAME [--plot FILE.png] [--prometheus-url URL [--prometheus-token-file FILE]
                                    [--prometheus-ca-file FILE] [--prometheus-insecure] [--prometheus-timeout S]]
 
-Exit status: 0 done, 1 refused or failed (one line on stderr says why), 2 usage.
+Exit status: 0 done, 1 refused or failed (one line on stderr says why; for `approve --all`,
+any one refused), 2 usage.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
-from ..kube import ConfigError, Connection, KubeError, Unavailable, connect
+from ..kube import ConfigError, Conflict, Connection, KubeError, Unavailable, connect
 from ..model import APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, REJECTED, REJECTED_BY, Phase
 from ..settings import ForecasterSettings, add_prometheus_flags, resolve
 from . import render
@@ -34,6 +36,8 @@ EXAMPLES = """examples:
   kubectl scalegate show web-7f3a2 -n shop
   kubectl scalegate explain web-7f3a2 -n shop --plot web.png --prometheus-url http://prometheus:9090
   kubectl scalegate approve web-7f3a2 -n shop --reason "campaign starts at 21:00" --ref https://git.example/mr/42
+  kubectl scalegate approve --all -n shop                  # every pending proposal (a day's plans), asking each
+  kubectl scalegate approve --all -n shop -l scalegate.io/policy=web --yes --reason "reviewed in the standup"
   kubectl scalegate reject web-7f3a2 -n shop --reason "the campaign was cancelled"
 """
 
@@ -71,11 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_show)
 
-    p = add("approve", "approve a proposal as yourself (scalegate.io/approved + approved-by, in one patch)")
-    p.add_argument("name")
+    p = add("approve", "approve a proposal as yourself (scalegate.io/approved + approved-by, in one patch); "
+                       "--all: every pending one in the namespace, asking before each")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true",
+                   help="approve the namespace's pending proposals: list them, then ask before each (y/n/a/q)")
+    p.add_argument("-l", "--selector",
+                   help="with --all: only proposals with these labels, e.g. scalegate.io/policy=web")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="with --all: approve every one listed without asking (for scripts)")
     p.add_argument("--reason", help="why (scalegate.io/decision-reason)")
     p.add_argument("--ref", help="where it was approved, e.g. a merge request (scalegate.io/approval-ref)")
-    p.set_defaults(func=cmd_decide, verdict="approved")
+    p.set_defaults(func=cmd_approve, verdict="approved")
 
     p = add("reject", "reject a proposal as yourself (scalegate.io/rejected + rejected-by, in one patch)")
     p.add_argument("name")
@@ -208,6 +219,131 @@ def cmd_decide(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace, conn: Connection) -> int:
+    return cmd_approve_all(args, conn) if args.all else cmd_decide(args, conn)
+
+
+def can_ask() -> bool:
+    """Whether there is a person to ask: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+ANSWERS = {"y": "yes", "yes": "yes", "n": "no", "no": "no", "a": "all", "all": "all", "q": "quit", "quit": "quit"}
+
+
+def ask(question: str) -> str:
+    """'yes', 'no', 'all' or 'quit' (also at the end of input); asks again on anything else.
+    The question goes to stderr, so stdout keeps only results."""
+    while True:
+        print(question, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input: stop, approve nothing more
+            print(file=sys.stderr)
+            return "quit"
+        answer = ANSWERS.get(line.strip().lower())
+        if answer:
+            return answer
+        print("please answer y (approve this one), n (skip it), a (approve it and all the rest) or q (stop)",
+              file=sys.stderr)
+
+
+#: What became of each proposal `approve --all` listed.
+APPROVED_RESULT, REFUSED, SKIPPED = "approved", "refused", "skipped"
+
+
+def approve_one(conn: Connection, namespace: str, listed: Mapping[str, Any],
+                wanted: dict[str, str | None]) -> tuple[str, str]:
+    """(result, detail) of approving one listed proposal: its own annotation patch, judged by
+    the API server (RBAC and the admission policy), guarded by the resourceVersion just read so
+    that what is approved is the proposal listed, still waiting (not deleted and made again,
+    not decided or expired meanwhile)."""
+    name = listed["metadata"]["name"]
+    for _attempt in range(3):
+        try:
+            fresh = conn.kube.get_proposal(namespace, name)
+        except KubeError as err:
+            if err.status is None:
+                raise
+            return REFUSED, error_line(err)
+        if fresh is None:
+            return SKIPPED, "it was deleted since it was listed"
+        if fresh["metadata"].get("uid") != listed["metadata"].get("uid"):
+            return SKIPPED, "it was replaced by another proposal of the same name since it was listed"
+        why = render.not_approvable(fresh, _now())
+        if why:
+            return SKIPPED, why
+        try:
+            conn.kube.patch_proposal_annotations(namespace, name, wanted, fresh["metadata"]["resourceVersion"])
+            return APPROVED_RESULT, ""
+        except Conflict:  # changed between the read and the patch (e.g. its status): read it again
+            continue
+        except KubeError as err:
+            if err.status is None:
+                raise
+            return REFUSED, error_line(err)
+    return REFUSED, "error: the proposal kept changing while it was being approved; try again"
+
+
+def cmd_approve_all(args: argparse.Namespace, conn: Connection) -> int:
+    """List the namespace's pending proposals, then approve each one the person says yes to
+    (or all with --yes). Each approval is its own patch, checked by the API server; the
+    results are collected, and any refusal makes the exit status 1."""
+    namespace = _namespace(args, conn)
+    user = conn.kube.whoami()
+    items = list(conn.kube.iter_proposals(namespace, selector=args.selector))
+    now = _now()
+    pending = render.pending_approvals(items, now)
+    matching = f" matching {args.selector}" if args.selector else ""
+    if not pending:
+        print(f"No pending proposals to approve in {namespace} namespace{matching}.", file=sys.stderr)
+        return 0
+    count = len(pending)
+    _out(f"{count} pending proposal{'s' if count != 1 else ''} in namespace {namespace}{matching}, to approve "
+         f"as {user}:")
+    _out(render.approval_table(pending, items, now))
+    if not args.yes and not can_ask():
+        return _fail(f"error: approve --all asks before approving each proposal, and there is no terminal to ask "
+                     f"on: run it in a terminal, or add --yes to approve the {count} listed above")
+    wanted: dict[str, str | None] = dict(decision_annotations("approved", user, args.reason, args.ref))
+    results: list[tuple[str, str, str]] = []
+    approve_rest = args.yes
+    interrupted = False
+    for i, proposal in enumerate(pending):
+        name = proposal["metadata"]["name"]
+        if not approve_rest:
+            try:
+                answer = ask(f"approve {name} ({render.target_text(proposal)}, {render.change_text(proposal, now)})? "
+                             "[y/n/a/q] ")
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                answer, interrupted = "quit", True
+            if answer == "quit":
+                results += [(p["metadata"]["name"], SKIPPED, "not asked (you stopped)") for p in pending[i:]]
+                break
+            if answer == "no":
+                results.append((name, SKIPPED, "you said no"))
+                continue
+            approve_rest = answer == "all"
+        result, detail = approve_one(conn, namespace, proposal, wanted)
+        results.append((name, result, detail))
+        ref = f"{render.KIND_REF}/{name}"
+        if result == APPROVED_RESULT:
+            _out(f"{ref} approved as {user}")
+        elif result == REFUSED:
+            print(f"{ref}: {detail}", file=sys.stderr)
+        else:
+            print(f"{ref} skipped: {detail}", file=sys.stderr)
+    summary = {kind: [n for n, r, _ in results if r == kind] for kind in (APPROVED_RESULT, REFUSED, SKIPPED)}
+    print(", ".join(f"{len(names)} {kind}" for kind, names in summary.items()) + f" (of {count} listed)",
+          file=sys.stderr)
+    if summary[APPROVED_RESULT]:
+        print(f"the operator applies each once every check holds (a plan: each step at its time); follow them "
+              f"with: kubectl scalegate list -n {namespace} -o wide", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if summary[REFUSED] else 0
+
+
 def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
     from ..forecast.prometheus import PrometheusSettings, PrometheusSource
     from . import explain
@@ -252,6 +388,13 @@ def cmd_explain(args: argparse.Namespace, conn: Connection) -> int:
 def main(argv: list[str] | None = None, connector: Connect = connect) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "approve":
+        if args.all and args.name:
+            parser.error("approve takes a NAME or --all, not both: --all approves the namespace's pending proposals")
+        if not args.all and not args.name:
+            parser.error("approve needs the NAME of a proposal, or --all for the namespace's pending proposals")
+        if not args.all and (args.selector or args.yes):
+            parser.error("-l/--selector and --yes go with --all")
     try:
         conn = connector(getattr(args, "kubeconfig", None), getattr(args, "context", None))
         return args.func(args, conn)

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 from ..forecast.prometheus import MAX_POINTS_PER_REQUEST, PrometheusSource
 from ..forecast.series import ForecastError
-from ..model import Evidence
-from .render import bounds_check, human_duration, number
+from ..model import Evidence, InvalidObject, parse_time
+from .render import PlanView, ScheduledStep, bounds_check, human_duration, number, plan_checks, table
 
 #: The most points of history read: one request's worth.
 MAX_POINTS = MAX_POINTS_PER_REQUEST
@@ -51,6 +51,7 @@ class ExplainedProposal:
     replicas: int | None
     reason: str
     evidence: Evidence
+    plan: PlanView | None = None  # the schedule, for a plan
 
     @classmethod
     def of(cls, proposal: Mapping[str, Any]) -> "ExplainedProposal":
@@ -67,7 +68,15 @@ class ExplainedProposal:
             current=integer(spec.get("currentReplicas")), replicas=integer(spec.get("replicas")),
             reason=str(spec.get("reason") or ""),
             evidence=Evidence.parse(spec.get("forecast")),
+            plan=PlanView.of(proposal),
         )
+
+    def capacity(self, policy: Mapping[str, Any] | None) -> float | None:
+        """Load one replica serves: the evidence's, else the policy's forecast setting."""
+        if self.evidence.capacity_per_replica:
+            return self.evidence.capacity_per_replica
+        value = (((policy or {}).get("spec") or {}).get("forecast") or {}).get("capacityPerReplica")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
     def history_range(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, int]:
         """(start, end, step seconds) to read: the fitted window, and on to the end of the
@@ -78,6 +87,8 @@ class ExplainedProposal:
         end = ev.window_end
         if ev.horizon_end is not None:
             end = max(end, min(ev.horizon_end, now))
+        if self.plan is not None and self.plan.ends_at is not None:  # the realised load of every step so far
+            end = max(end, min(self.plan.ends_at, now))
         span = max((end - ev.window_start).total_seconds(), 1.0)
         recorded: float = ev.resolution_seconds or 0
         if not recorded and ev.points and ev.points > 1:
@@ -126,7 +137,10 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
                  now: dt.datetime, *, policy_error: str = "", history_error: str = "") -> str:
     view = ExplainedProposal.of(proposal)
     ev = view.evidence
-    lines = [f"{view.namespace}/{view.name}: {view.target} {view.current} -> {view.replicas} replicas"]
+    head = f"{view.namespace}/{view.name}: {view.target} {view.current} -> {view.replicas} replicas"
+    if view.plan is not None:
+        head += f" at the first step of a plan of {len(view.plan.steps)}"
+    lines = [head]
     if view.reason:
         lines.append(f"  {view.reason}")
     lines.append("")
@@ -178,10 +192,14 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
     else:
         lines.append("  <no capacity per replica or forecast figure to size with>")
 
+    if view.plan is not None:
+        lines += ["", "Plan"] + plan_lines(view, policy, history, now)
+
     policy_name = ((proposal.get("spec") or {}).get("policyRef") or {}).get("name")
     lines += ["", f"Bounds (ScalingPolicy {policy_name})"]
     if policy is not None:
-        checks = bounds_check(proposal, policy.get("spec") or {})
+        checks = (plan_checks(proposal, policy.get("spec") or {}) if view.plan is not None
+                  else bounds_check(proposal, policy.get("spec") or {}))
         lines += [f"  {'ok ' if holds else 'OUT'} {text}" for text, holds in checks] or ["  <no bounds to check>"]
         if any(not holds for _, holds in checks):
             lines.append("  out of bounds: the operator rejects it (OutOfBounds), it never clamps")
@@ -217,6 +235,66 @@ def explain_text(proposal: Mapping[str, Any], policy: Mapping[str, Any] | None, 
     return "\n".join(lines)
 
 
+def step_end(plan: PlanView, step: ScheduledStep) -> dt.datetime | None:
+    """When a step stops being in effect: the next step's time, the last one's the plan's end."""
+    later = [s.at for s in plan.steps[step.index + 1:] if s.at is not None]
+    return later[0] if later else plan.ends_at
+
+
+def realised_peaks(plan: PlanView, history: History | None) -> dict[int, float]:
+    """The highest realised load during each step (by index), for the steps with samples."""
+    peaks: dict[int, float] = {}
+    if history is None:
+        return peaks
+    for step in plan.steps:
+        end = step_end(plan, step)
+        if step.at is None:
+            continue
+        inside = [v for t, v in zip(history.times, history.values, strict=True)
+                  if t >= step.at and (end is None or t < end)]
+        if inside:
+            peaks[step.index] = max(inside)
+    return peaks
+
+
+def plan_lines(view: ExplainedProposal, policy: Mapping[str, Any] | None, history: History | None,
+               now: dt.datetime) -> list[str]:
+    """Each step's sizing (its upper bound over the capacity per replica) and, once it came
+    due, the realised peak against that bound: a step whose load went above it is breached."""
+    plan = view.plan
+    assert plan is not None
+    capacity = view.capacity(policy)
+    peaks = realised_peaks(plan, history)
+    lines = [f"  {plan.summary(now)}"]
+    rows, breached = [], []
+    current, following = plan.in_effect(now), plan.next(now)
+    for step in plan.steps:
+        needed = (math.ceil(step.upper_bound / capacity - 1e-9) if capacity and step.upper_bound is not None
+                  else None)
+        peak = peaks.get(step.index)
+        mark = ""
+        if peak is not None and step.upper_bound is not None and peak > step.upper_bound:
+            mark = "BREACHED"
+            breached.append(step.number)
+        rows.append(["now" if step is current else "next" if step is following else "", step.number, step.at_text,
+                     number(step.upper_bound), needed, step.replicas,
+                     number(step.replicas * capacity) if capacity and step.replicas is not None else "",
+                     number(peak) if peak is not None else "", mark])
+    lines.append(table(["", "STEP", "AT", "UPPER-BOUND", "NEEDED", "REPLICAS", "CAPACITY", "REALISED-PEAK", ""],
+                       rows, indent="  ", empty=""))
+    if not capacity:
+        lines.append("  <no capacity per replica in the evidence or the policy: needs and capacity not shown>")
+    if history is None:
+        lines.append("  realised load not read (pass --prometheus-url URL to compare each step with it)")
+    elif breached:
+        lines.append(f"  the realised load rose above the upper bound of step{'s' if len(breached) > 1 else ''} "
+                     f"{', '.join(map(str, breached))} (the forecaster posts PlanBreached for it)")
+    elif peaks:
+        lines.append(f"  the realised load stayed under every upper bound so far ({len(peaks)} "
+                     f"step{'s' if len(peaks) > 1 else ''} with samples)")
+    return lines
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     pos = (len(ordered) - 1) * q
@@ -249,6 +327,9 @@ def plot(path: str, proposal: Mapping[str, Any], policy: Mapping[str, Any] | Non
         raise PlotUnavailable("--plot needs matplotlib: pip install 'scalegate[plot]'") from err
 
     view = ExplainedProposal.of(proposal)
+    if view.plan is not None:
+        _plot_plan(path, view, policy, history, now, Figure, FigureCanvasAgg)
+        return
     ev = view.evidence
     shown = history if history is not None and len(history) > 0 else None
     fig = Figure(figsize=(15, 5.8) if shown is not None else (12.5, 5.5), dpi=100)
@@ -345,5 +426,153 @@ def _draw(ax, view: ExplainedProposal, pspec: Mapping[str, Any], history: Histor
     ax.grid(True, alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
         # Beside the panel, never over the peak it explains.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
+    return notes
+
+
+# -- a plan's picture ---------------------------------------------------------------------
+def _when(value: Any) -> dt.datetime | None:
+    try:
+        return parse_time(value)
+    except InvalidObject:
+        return None
+
+
+
+#: Step outcomes drawn as markers on the schedule: (marker, colour, legend label).
+_RECEIPT_MARKS = {
+    "Applied": ("o", "tab:green", "step applied"),
+    "Skipped": ("s", "0.5", "step skipped (suspended)"),
+    "Missed": ("s", "0.5", "step missed (not replayed)"),
+    "Stale": ("X", "tab:red", "plan stopped here"),
+    "Rejected": ("X", "tab:red", "plan stopped here"),
+    "Failed": ("X", "tab:red", "plan stopped here"),
+}
+
+
+def _plot_plan(path: str, view: ExplainedProposal, policy: Mapping[str, Any] | None, history: History | None,
+               now: dt.datetime, figure: Any, canvas: Any) -> None:
+    """A plan against the realised load: the schedule's capacity (replicas x capacity per
+    replica, a step function to endsAt), each step's upper bound (what it was sized for)
+    and predicted peak, the receipts, and the load as it came. With history, a small panel
+    of the whole fitted window beside it."""
+    plan = view.plan
+    assert plan is not None
+    shown = history if history is not None and len(history) > 0 else None
+    fig = figure(figsize=(15, 5.8) if shown is not None else (12.5, 5.5), dpi=100)
+    canvas(fig)
+    times = [s.at for s in plan.steps if s.at is not None]
+    start = times[0] if times else now
+    end = plan.ends_at or (times[-1] + dt.timedelta(hours=1) if times else now + dt.timedelta(hours=1))
+    # Some load before the plan, for the eye: a quarter of its span, at least an hour.
+    lead = max((end - start) / 4, dt.timedelta(hours=1))
+    pspec = (policy or {}).get("spec") or {}
+    capacity = view.capacity(policy)
+    if shown is not None:
+        grid = fig.add_gridspec(1, 2, width_ratios=[1, 2.2])
+        overview, detail = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        notes = _draw_plan(detail, view, plan, pspec, capacity, shown, start - lead, end, now, legend=True)
+        _draw_plan(overview, view, plan, pspec, capacity, shown, shown.times[0], end, now, legend=False)
+        overview.set_title(f"fitted window and plan ({human_duration((end - shown.times[0]).total_seconds())})",
+                           fontsize=10)
+        detail.set_title("plan", fontsize=10)
+    else:
+        detail = fig.add_subplot(1, 1, 1)
+        notes = _draw_plan(detail, view, plan, pspec, capacity, None, start - lead, end, now, legend=True)
+    fig.suptitle(f"{view.namespace}/{view.name}: {view.target}, {plan.line(now)}", fontsize=12)
+    footer = [textwrap.shorten(view.reason, 170)] if view.reason else []
+    if view.evidence.query:
+        footer.append(textwrap.shorten(f"query: {view.evidence.query}", 170))
+    footer += notes
+    if shown is None:
+        footer.append("no load history (pass --prometheus-url to draw the realised load)")
+    fig.text(0.01, 0.01, "\n".join(footer), fontsize=8, color="0.3", va="bottom")
+    fig.tight_layout(rect=(0, 0.02 + 0.03 * len(footer), 1, 1))
+    fig.savefig(path, format="png")
+
+
+def _draw_plan(ax, view: ExplainedProposal, plan: PlanView, pspec: Mapping[str, Any], capacity: float | None,
+               history: History | None, x0: dt.datetime, x1: dt.datetime, now: dt.datetime, *,
+               legend: bool) -> list[str]:
+    """One panel of a plan between x0 and x1; returns notes about what did not fit."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    notes: list[str] = []
+    tops: list[float] = []
+    steps = [s for s in plan.steps if s.at is not None]
+    ends = [step_end(plan, s) or x1 for s in steps]
+    peaks = realised_peaks(plan, history)
+    if history is not None:
+        pairs = [(t, v) for t, v in zip(history.times, history.values, strict=True) if x0 <= t <= x1]
+        if pairs:
+            ax.plot([t for t, _ in pairs], [v for _, v in pairs], color="tab:blue", linewidth=1.1,
+                    label="realised load")
+            tops.append(max(v for _, v in pairs))
+    bound_label, peak_label = "each step's upper bound (sized for)", "each step's predicted peak"
+    for step, until_ in zip(steps, ends, strict=True):
+        if step.upper_bound is not None:
+            breached = step.index in peaks and peaks[step.index] > step.upper_bound
+            ax.hlines(step.upper_bound, step.at, until_, color="tab:red" if breached else "tab:orange",
+                      linewidth=2, label=bound_label)
+            bound_label = "_"
+            tops.append(step.upper_bound)
+        if step.predicted_peak is not None:
+            ax.hlines(step.predicted_peak, step.at, until_, color="tab:orange", linewidth=1, linestyle="--",
+                      label=peak_label)
+            peak_label = "_"
+    if any(s.index in peaks and s.upper_bound is not None and peaks[s.index] > s.upper_bound for s in steps):
+        ax.plot([], [], color="tab:red", linewidth=2, label="upper bound breached by the realised load")
+    if capacity and steps:
+        xs = [s.at for s in steps if s.replicas is not None]
+        levels = [s.replicas * capacity for s in steps if s.replicas is not None]
+        if xs:
+            ax.step(xs + [ends[-1]], levels + [levels[-1]], where="post", color="tab:green", linewidth=2,
+                    label=f"planned capacity (replicas x {number(capacity)})")
+            tops.extend(levels)
+        if view.current is not None:
+            level = view.current * capacity
+            ax.axhline(level, color="tab:red", linestyle="--", linewidth=1.2,
+                       label=f"capacity before the plan {view.current} x {number(capacity)} = {number(level)}")
+            tops.append(level)
+        marks: dict[tuple[str, str, str], list[tuple[dt.datetime, float]]] = {}
+        for step in steps:
+            if step.outcome not in _RECEIPT_MARKS or step.replicas is None or step.at is None:
+                continue
+            # An applied step at the time it was applied; the others at their step's time.
+            moment = _when((step.receipt or {}).get("appliedAt")) if step.outcome == "Applied" else None
+            marks.setdefault(_RECEIPT_MARKS[step.outcome], []).append((moment or step.at,
+                                                                      step.replicas * capacity))
+        for (marker, colour, label), points in marks.items():
+            ax.plot([t for t, _ in points], [y for _, y in points], marker=marker, color=colour, markersize=7,
+                    linestyle="", zorder=5, label=label)
+    elif not capacity:
+        notes.append("no capacity per replica in the evidence or the policy: the planned replicas are not drawn")
+    if x0 <= now <= x1:
+        ax.axvline(now, color="0.2", linewidth=1, label="now")
+    forecast_at = view.evidence.window_end
+    if forecast_at is not None and x0 <= forecast_at <= x1:
+        ax.axvline(forecast_at, color="0.35", linewidth=0.9, linestyle=":", label="forecast made")
+    top = max(tops) * 1.15 if tops else 1.0
+    if capacity:
+        for key, label, style in (("minReplicas", "min", ":"), ("maxReplicas", "max", "-.")):
+            bound = pspec.get(key)
+            if not isinstance(bound, int) or isinstance(bound, bool):
+                continue
+            level = bound * capacity
+            if level <= top * 1.5:
+                ax.axhline(level, color="0.4", linestyle=style, linewidth=1.2,
+                           label=f"policy {label} {bound} replicas = {number(level)}")
+                top = max(top, level * 1.08)
+            else:
+                notes.append(f"policy {label} {bound} replicas = {number(level)} is above the chart")
+    ax.set_ylim(0, top)
+    ax.set_xlim(x0, max(x1, x0 + dt.timedelta(minutes=1)))
+    locator = AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=dt.timezone.utc))
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("load")
+    ax.grid(True, alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     return notes
