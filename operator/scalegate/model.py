@@ -15,7 +15,7 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, overload
 
 from .rules import Bounds, replicas_for
 
@@ -94,6 +94,10 @@ def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@overload
+def _int(value: Any, where: str, *, optional: Literal[False] = False, minimum: int | None = 0) -> int: ...
+@overload
+def _int(value: Any, where: str, *, optional: Literal[True], minimum: int | None = 0) -> int | None: ...
 def _int(value: Any, where: str, *, optional: bool = False, minimum: int | None = 0) -> int | None:
     if value is None:
         if optional:
@@ -294,6 +298,10 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _whole(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -372,8 +380,8 @@ class Evidence:
     def parse(cls, raw: Any) -> "Evidence":
         """Read a `spec.forecast` back, leniently (see the class)."""
         forecast = raw if isinstance(raw, Mapping) else {}
-        window = forecast.get("window") if isinstance(forecast.get("window"), Mapping) else {}
-        backtest = forecast.get("backtestError") if isinstance(forecast.get("backtestError"), Mapping) else {}
+        window = _mapping(forecast.get("window"))
+        backtest = _mapping(forecast.get("backtestError"))
         return cls(
             model=_text(forecast.get("model")),
             query=_text(forecast.get("query")),
@@ -459,7 +467,8 @@ class PlanSettings:
         if horizon is None and step is None:
             return None
         if horizon is None or step is None:
-            raise InvalidObject(f"{where}.planHorizonSeconds and {where}.planStepSeconds go together: set both or neither")
+            raise InvalidObject(f"{where}.planHorizonSeconds and {where}.planStepSeconds go together: "
+                                "set both or neither")
         if horizon > MAX_PLAN_SPAN.total_seconds():
             raise InvalidObject(f"{where}.planHorizonSeconds must be at most {int(MAX_PLAN_SPAN.total_seconds())}, "
                                 f"got {horizon}")
@@ -531,10 +540,9 @@ class PlanStep:
     def to_dict(self) -> dict[str, Any]:
         """The `spec.schedule[]` item (figures to 6 decimals)."""
         step: dict[str, Any] = {"at": _instant(self.at), "replicas": self.replicas}
-        if _number(self.predicted_peak) is not None:
-            step["predictedPeak"] = round(self.predicted_peak, 6)
-        if _number(self.upper_bound) is not None:
-            step["upperBound"] = round(self.upper_bound, 6)
+        for key, figure in (("predictedPeak", _number(self.predicted_peak)), ("upperBound", _number(self.upper_bound))):
+            if figure is not None:
+                step[key] = round(figure, 6)
         return step
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, overload
 
 from .model import GROUP, InvalidObject, Phase, format_time, parse_time
 
@@ -55,6 +55,10 @@ def _dump(values: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in values.items() if v is not None}, sort_keys=True, separators=(",", ":"))
 
 
+@overload
+def _count(raw: Mapping[str, Any], field: str, key: str, optional: Literal[False] = False) -> int: ...
+@overload
+def _count(raw: Mapping[str, Any], field: str, key: str, optional: Literal[True]) -> int | None: ...
 def _count(raw: Mapping[str, Any], field: str, key: str, optional: bool = False) -> int | None:
     value = raw.get(field)
     if value is None and optional:
