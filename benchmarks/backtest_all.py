@@ -10,11 +10,22 @@ Other splits check that a change does not only help on days 7-14, e.g.
 ``--train-days 14`` (days 14-21 of the seven series long enough; shorter ones
 are skipped and named).
 
+Plans: ``--plan-horizon SECONDS --plan-step SECONDS --approval-delay SECONDS``
+replays scalegate proposing plans (see ``scalegate.forecast.plans``), and
+``--grid STEPS:HORIZONS`` (e.g. ``600,1800,3600:21600,43200,86400``) replays
+scalegate for every step and horizon of the grid (with the oracle to compare;
+the other baselines do not depend on plans) and prints the trade-off table:
+mean approvals per day, mean and worst under-provisioning, replica-hours vs
+the hourly oracle. The issue's goal is ``--grid ...:86400 --approval-delay 1800``
+at the default split: <= 1.5 approvals per workload per day, <= 1.0% mean and
+<= 3% worst under-provisioned, <= 1.15x the oracle's replica-hours.
+
 Usage::
 
     python benchmarks/backtest_all.py [LOAD_DIR] [--workers 2] [--json OUT.json]
         [--interval pointwise|peak] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
-        [--train-days 7] [--eval-days 7]
+        [--train-days 7] [--eval-days 7] [--series a,b]
+        [--plan-horizon SECONDS --plan-step SECONDS] [--approval-delay SECONDS] [--grid STEPS:HORIZONS]
 
 ``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or the repository's ``tests/data/load``.
 """
@@ -22,6 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -40,6 +52,8 @@ DEFAULT_LOAD_DIR = str(Path(__file__).resolve().parents[1] / "tests" / "data" / 
 
 def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict | None]:
     path, settings, strategies = job
+    label = Path(path).name + (f" (plans {settings.plan_step_seconds}s/{settings.plan_horizon_seconds}s)"
+                               if settings.plans else "")
     started = time.monotonic()
     series = load_csv(path)
     days = (series.index[-1] - series.index[0]).total_seconds() / 86400
@@ -53,7 +67,7 @@ def _one(job: tuple[str, BacktestSettings, tuple[str, ...]]) -> tuple[str, dict 
         return Path(path).stem, None
     out = result.to_json()
     out["settings"]["wall_seconds"] = time.monotonic() - started
-    print(f"  done {Path(path).name} in {out['settings']['wall_seconds']:.0f}s", file=sys.stderr, flush=True)
+    print(f"  done {label} in {out['settings']['wall_seconds']:.0f}s", file=sys.stderr, flush=True)
     return Path(path).stem, out
 
 
@@ -99,7 +113,10 @@ def summarise(results: dict[str, dict], strategies: tuple[str, ...]) -> dict:
         samples = [x for x in samples if x is not None]
         band = [r["settings"].get("band_coverage", {}).get(name) for r in results.values()]
         band = [x for x in band if x is not None]
+        approvals = [r.get("approvals_per_day", {}).get(name) for r in results.values()]
+        approvals = [x for x in approvals if x is not None]
         summary[name] = {
+            "mean_approvals_per_day": float(np.mean(approvals)) if approvals else None,
             "mean_under_provisioned": float(np.mean(under)),
             "worst_under_provisioned": float(np.max(under)),
             "mean_replica_hours_vs_oracle": float(np.mean(ratio)),
@@ -128,10 +145,11 @@ def print_table(results: dict[str, dict], strategies: tuple[str, ...], summary: 
         )
         if s.get("mean_band_coverage") is not None:
             coverage += f"  samples under band {s['mean_band_coverage']:.4f} (worst {s['worst_band_coverage']:.4f})"
+        approvals = "" if s.get("mean_approvals_per_day") is None else f"  approvals/day {s['mean_approvals_per_day']:.2f}"
         print(
             f"{name:20s} mean under {100 * s['mean_under_provisioned']:5.2f}%  worst "
             f"{100 * s['worst_under_provisioned']:5.2f}%  replica-hours {s['mean_replica_hours_vs_oracle']:.3f}x oracle"
-            f"  MASE {mase}  proposals {s['mean_proposals']:.0f}{coverage}"
+            f"  MASE {mase}  proposals {s['mean_proposals']:.0f}{approvals}{coverage}"
         )
 
 
@@ -183,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="comma-separated strategies to run (oracle is always added), e.g. scalegate for a quick check"
     )
+    parser.add_argument("--series", help="comma-separated file stems to run (default: every CSV), for debugging")
+    parser.add_argument("--plan-horizon", type=int, metavar="SECONDS", help="scalegate proposes plans this long")
+    parser.add_argument("--plan-step", type=int, metavar="SECONDS", help="in steps this long")
+    parser.add_argument("--approval-delay", type=int, default=0, metavar="SECONDS",
+                        help="time from a proposal to its approval (0)")
+    parser.add_argument("--grid", metavar="STEPS:HORIZONS",
+                        help="replay scalegate with plans for every step and horizon, e.g. 600,1800,3600:21600,43200,86400")
     args = parser.parse_args(argv)
 
     paths = sorted(str(p) for p in Path(args.load_dir).glob("*.csv"))
+    if args.series:
+        wanted = set(args.series.split(","))
+        paths = [p for p in paths if Path(p).stem in wanted]
     if not paths:
         print(f"no CSV files in {args.load_dir}", file=sys.stderr)
         return 2
@@ -198,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         models=tuple(args.models.split(",")),
         train_days=args.train_days,
         eval_days=args.eval_days,
+        plan_horizon_seconds=args.plan_horizon,
+        plan_step_seconds=args.plan_step,
+        approval_delay_seconds=args.approval_delay,
     )
+    if args.grid:
+        return run_grid(args, paths, settings)
     print(f"backtesting {len(paths)} series on {args.workers} worker(s)...", file=sys.stderr)
     with multiprocessing.Pool(args.workers) as pool:
         outcomes = pool.map(_one, [(p, settings, strategies) for p in paths], chunksize=1)
@@ -211,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, strategies, summary)
     if skipped:
         print(f"\nskipped (too short for {args.train_days:g} training days + 1): {', '.join(skipped)}")
+    if settings.plans:
+        print()
+        _print_plan_series(results)
 
     five_minute = [p for p in paths if load_csv(p).index.to_series().diff().median().total_seconds() == 300]
     timing = time_forecasts(five_minute[0], args.timing_calls) if five_minute and args.timing_calls else None
@@ -229,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             "skipped": skipped,
             "models": settings.models,
             "load_dir": args.load_dir,
+            "plan_horizon_seconds": settings.plan_horizon_seconds,
+            "plan_step_seconds": settings.plan_step_seconds,
+            "approval_delay_seconds": settings.approval_delay_seconds,
         },
         "summary": summary,
         "series": results,
@@ -238,6 +277,95 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
+
+
+#: The issue's goal for plans (mean approvals per day, mean and worst under-provisioned
+#: fraction, mean replica-hours / the hourly oracle's).
+GOAL = {"approvals": 1.5, "mean_under": 0.010, "worst_under": 0.03, "cost": 1.15}
+
+
+def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
+    """scalegate (and the oracle) for every plan step and horizon of ``args.grid``; the trade-off table."""
+    step_text, _, horizon_text = args.grid.partition(":")
+    steps = [int(x) for x in step_text.split(",") if x]
+    horizons = [int(x) for x in horizon_text.split(",") if x]
+    if not steps or not horizons:
+        print("--grid needs STEPS:HORIZONS, e.g. 600,1800,3600:21600,43200,86400", file=sys.stderr)
+        return 2
+    cells = [(step, horizon) for horizon in horizons for step in steps if horizon % step == 0]
+    jobs = []
+    for step, horizon in cells:
+        settings = dataclasses.replace(base, plan_step_seconds=step, plan_horizon_seconds=horizon)
+        jobs += [(path, settings, ("scalegate", "oracle")) for path in paths]
+    # longest first (finer bins cost more), so that two workers finish together
+    jobs.sort(key=lambda job: (job[1].plan_step_seconds, -os.path.getsize(job[0])))
+    print(f"grid: {len(cells)} settings x {len(paths)} series on {args.workers} worker(s)...", file=sys.stderr)
+    with multiprocessing.Pool(args.workers) as pool:
+        outcomes = pool.map(_one, jobs, chunksize=1)
+    by_cell: dict[tuple[int, int], dict[str, dict]] = {cell: {} for cell in cells}
+    for (path, settings, _), (name, result) in zip(jobs, outcomes):
+        if result is not None:
+            by_cell[(settings.plan_step_seconds, settings.plan_horizon_seconds)][name] = result
+    table = []
+    for step, horizon in cells:
+        results = by_cell[(step, horizon)]
+        if not results:
+            continue
+        summary = summarise(results, ("scalegate",))["scalegate"]
+        row = {
+            "plan_step_seconds": step,
+            "plan_horizon_seconds": horizon,
+            "approvals_per_day": summary["mean_approvals_per_day"],
+            "mean_under_provisioned": summary["mean_under_provisioned"],
+            "worst_under_provisioned": summary["worst_under_provisioned"],
+            "replica_hours_vs_oracle": summary["mean_replica_hours_vs_oracle"],
+            "series": len(results),
+        }
+        row["meets_goal"] = (row["approvals_per_day"] <= GOAL["approvals"] and row["mean_under_provisioned"] <= GOAL["mean_under"]
+                             and row["worst_under_provisioned"] <= GOAL["worst_under"]
+                             and row["replica_hours_vs_oracle"] <= GOAL["cost"])
+        table.append(row)
+    print(f"\nplans, approval delay {base.approval_delay_seconds}s: mean over the series\n")
+    print(f"{'step':>6s} {'horizon':>8s} {'approvals/day':>14s} {'under (mean)':>13s} {'under (worst)':>14s} "
+          f"{'vs oracle':>10s} {'goal':>5s}")
+    for row in table:
+        print(f"{row['plan_step_seconds'] // 60:4d}m {row['plan_horizon_seconds'] // 3600:7d}h "
+              f"{row['approvals_per_day']:14.2f} {100 * row['mean_under_provisioned']:12.2f}% "
+              f"{100 * row['worst_under_provisioned']:13.2f}% {row['replica_hours_vs_oracle']:9.3f}x "
+              f"{'met' if row['meets_goal'] else '-':>5s}")
+    for step, horizon in cells:
+        if by_cell[(step, horizon)]:
+            print(f"\nstep {step // 60} min, horizon {horizon // 3600} h:")
+            _print_plan_series(by_cell[(step, horizon)])
+    report = {
+        "settings": {"approval_delay_seconds": base.approval_delay_seconds, "train_days": base.train_days,
+                     "eval_days": base.eval_days, "confidence": base.confidence, "load_dir": args.load_dir},
+        "goal": GOAL,
+        "table": table,
+        "series": {f"{step}:{horizon}": results for (step, horizon), results in by_cell.items()},
+    }
+    print("\n" + json.dumps({"table": table}, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+def _print_plan_series(results: dict[str, dict]) -> None:
+    """Per series: scalegate's approvals per day, under-provisioning, replica-hours vs oracle,
+    how often each re-plan reason proposed, and the share of samples above the step's upper bound."""
+    print(f"{'series':34s} {'approvals/day':>14s} {'under':>7s} {'vs oracle':>10s} {'breached':>9s}  proposed by")
+    rows = []
+    for series, result in sorted(results.items()):
+        f = result["strategies"]["scalegate"]
+        ratio = f["replica_hours"] / result["strategies"]["oracle"]["replica_hours"]
+        plan = result.get("plan") or {}
+        reasons = {k: v for k, v in (plan.get("reasons") or {}).items() if k != "PlanHolds"}
+        rows.append((result["approvals_per_day"]["scalegate"], f["under_provisioned_fraction"], ratio))
+        print(f"{series[:34]:34s} {result['approvals_per_day']['scalegate']:14.2f} "
+              f"{100 * f['under_provisioned_fraction']:6.2f}% {ratio:9.3f}x {100 * plan.get('breach_fraction', 0):8.2f}%  "
+              + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    mean = np.mean(rows, axis=0)
+    print(f"{'mean':34s} {mean[0]:14.2f} {100 * mean[1]:6.2f}% {mean[2]:9.3f}x")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,26 @@ per strategy:
     the horizon, scaled by the training days' one-day seasonal naive MAE
     (None for strategies that do not forecast);
 ``proposals``
-    decisions that changed the replicas.
+    decisions that changed the replicas (scalegate with plans: plans proposed).
 
-and, for scalegate, how often its calibrated bounds held out of sample
-(``bound_coverage``, ``sample_coverage``, ``band_coverage``).
+Beside them, ``approvals_per_day`` per strategy: how many times a day a person
+would have had to approve something. scalegate: each applied single change, or
+each plan that was approved (a plan superseded before its approval delay was
+over is never approved and does not count). The baselines are not gated, so
+theirs is what gating them would cost: one approval per change of replicas
+(``oracle``, ``seasonal-naive``, ``holt-winters-*``; ``reactive``, each of the
+HPA's scalings; ``static-peak``, its one change to the historical peak at the
+first decision). And, for scalegate, how often its calibrated bounds
+held out of sample (``bound_coverage``, ``sample_coverage``, ``band_coverage``).
+
+Plans (``plan_horizon_seconds`` and ``plan_step_seconds``): at every decision
+scalegate forecasts the plan's horizon, builds a plan (:mod:`.plans`) and
+proposes it only when :func:`.plans.replan` says so against the newest open
+plan; a proposed plan takes over ``approval_delay_seconds`` later (the previous
+one runs meanwhile; a newer proposal made before then supersedes it). The
+baselines stay as they are (the oracle is the hourly one). The approval delay
+also delays scalegate's single changes, when set; it is 0 by default, which
+keeps the single-change replay as it always was.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from scipy.stats import norm
 
 from .models import HoltWinters
 from .accuracy import mase, seasonal_naive_mae
+from . import plans
 from .pipeline import DEFAULT_MODELS, forecast_series
 from .series import DAY_SECONDS, ForecastError, regularize
 from .sizing import size_replicas
@@ -68,6 +85,15 @@ class BacktestSettings:
         The HPA's tolerance around the target utilisation.
     reactive_stabilisation_seconds : int, default 300
         The HPA's scale-down stabilisation window.
+    plan_horizon_seconds, plan_step_seconds : int, optional
+        Both set: scalegate proposes plans of this horizon in steps of this length
+        (a policy's ``planHorizonSeconds`` and ``planStepSeconds``), re-planning
+        by :func:`.plans.replan` at every decision.
+    approval_delay_seconds : int, default 0
+        Time from a scalegate proposal to its approval: a plan (or single change)
+        takes effect this long after the decision that proposed it.
+    waste_threshold : float, default :data:`.plans.WASTE_THRESHOLD`
+        The re-plan rule's ``Wasteful`` threshold.
     """
 
     capacity_per_replica: float | None = None
@@ -81,6 +107,25 @@ class BacktestSettings:
     models: tuple[str, ...] = DEFAULT_MODELS
     reactive_tolerance: float = 0.1
     reactive_stabilisation_seconds: int = 300
+    plan_horizon_seconds: int | None = None
+    plan_step_seconds: int | None = None
+    approval_delay_seconds: int = 0
+    waste_threshold: float = plans.WASTE_THRESHOLD
+
+    @property
+    def plans(self) -> bool:
+        """Whether scalegate proposes plans."""
+        return bool(self.plan_horizon_seconds and self.plan_step_seconds)
+
+    def __post_init__(self):
+        if bool(self.plan_horizon_seconds) != bool(self.plan_step_seconds):
+            raise ValueError("plan_horizon_seconds and plan_step_seconds go together: set both or neither")
+        if self.plans and self.plan_horizon_seconds % self.plan_step_seconds:
+            raise ValueError("plan_horizon_seconds must be a multiple of plan_step_seconds")
+        if self.plans and self.interval != "pointwise":
+            raise ValueError("plans are built from the pointwise interval")
+        if self.approval_delay_seconds < 0:
+            raise ValueError("approval_delay_seconds must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -118,6 +163,13 @@ class BacktestResult:
         For strategies that state a per-sample band (scalegate's ``pointwise``
         interval): the share of samples at or under their own upper band,
         nominally ``(1 + confidence) / 2``.
+    approvals_per_day : dict of str to float
+        Per strategy, approvals a person would have given per evaluated day
+        (see the module's docstring for what counts).
+    plan : dict or None
+        With plans: ``proposed``, ``approved``, ``reasons`` (how often each
+        :data:`.plans.REPLAN_REASONS` came up) and ``breach_fraction`` (share
+        of evaluated samples above the upper bound of the step in effect).
     """
 
     strategies: dict[str, Figures]
@@ -131,11 +183,16 @@ class BacktestResult:
     bound_coverage: dict[str, float] = field(default_factory=dict)
     sample_coverage: dict[str, float] = field(default_factory=dict)
     band_coverage: dict[str, float] = field(default_factory=dict)
+    approvals_per_day: dict[str, float] = field(default_factory=dict)
+    plan: dict | None = None
 
     def to_json(self) -> dict:
-        """``{"strategies": {NAME: {FIGURE: value}}, "settings": {...}}``."""
+        """``{"strategies": {NAME: {FIGURE: value}}, "approvals_per_day": {NAME: value},
+        "plan": {...} or null, "settings": {...}}``."""
         return {
             "strategies": {name: asdict(figures) for name, figures in self.strategies.items()},
+            "approvals_per_day": dict(self.approvals_per_day),
+            "plan": self.plan,
             "settings": {
                 "capacity_per_replica": self.capacity_per_replica,
                 "eval_start": self.eval_start.isoformat(),
@@ -224,7 +281,10 @@ def run_backtest(
     decision_points = np.arange(eval_start, eval_end, per_decision)
     initial = _replicas_for(values[eval_start - 1], capacity)
 
-    interval_strategies = [_make_strategy(name) for name in strategies if name != "reactive"]
+    planning = settings.plans and "scalegate" in strategies
+    interval_strategies = [
+        _make_strategy(name) for name in strategies if name != "reactive" and not (planning and name == "scalegate")
+    ]
     replicas = {s.name: np.zeros(eval_end - eval_start, dtype=np.int64) for s in interval_strategies}
     current = {s.name: initial for s in interval_strategies}
     changes = {s.name: 0 for s in interval_strategies}
@@ -236,6 +296,11 @@ def run_backtest(
     errors: dict[str, int] = {}
     lookback_points = int(max(settings.lookback_seconds, settings.train_days * DAY_SECONDS) // step)
     horizon_points = max(1, math.ceil(settings.horizon_seconds / step))
+    # a change (or plan) proposed at a decision takes effect this many samples later
+    delay_points = math.ceil(settings.approval_delay_seconds / step)
+    if delay_points and "scalegate" in replicas:
+        replicas["scalegate"][:] = initial
+    plan_replay = _PlanReplay(settings, capacity, initial, step) if planning else None
 
     for done, point in enumerate(decision_points, start=1):
         history = regular.values.iloc[max(0, point - lookback_points) : point]
@@ -250,7 +315,8 @@ def run_backtest(
             chosen = current[strategy.name] if decision.replicas is None else decision.replicas
             changes[strategy.name] += chosen != current[strategy.name]
             current[strategy.name] = chosen
-            replicas[strategy.name][point - eval_start : until - eval_start] = chosen
+            shift = delay_points if strategy.name == "scalegate" else 0
+            replicas[strategy.name][point + shift - eval_start : until + shift - eval_start] = chosen
             if point + horizon_points <= len(values):
                 if decision.point_forecast is not None:
                     forecasts[strategy.name].append((point, decision.point_forecast))
@@ -260,19 +326,47 @@ def run_backtest(
                     samples_under[strategy.name].append(np.mean(horizon <= decision.upper_bound))
                 if decision.upper_band is not None:
                     band_hits[strategy.name].append(np.mean(horizon <= decision.upper_band[:horizon_points]))
+        if plan_replay is not None:
+            started = time.process_time()
+            plan_replay.decide(history, index[point], int(point), values)
+            cpu["scalegate"] = cpu.get("scalegate", 0.0) + time.process_time() - started
         if progress:
             progress(done, len(decision_points))
 
     load = values[eval_start:eval_end]
     mase_scale = seasonal_naive_mae(values[:eval_start], step)
+    eval_days = (eval_end - eval_start) * step / DAY_SECONDS
     figures: dict[str, Figures] = {}
+    approvals: dict[str, float] = {}
+    plan_summary = None
     for name in strategies:
         if name == "reactive":
             reactive, reactive_changes = _reactive(values, eval_start, eval_end, capacity, initial, step, settings)
             figures[name] = _figures(load, reactive, capacity, step, None, reactive_changes)
+            approvals[name] = reactive_changes / eval_days
+        elif name == "scalegate" and plan_replay is not None:
+            book = plan_replay.book
+            book.close(index[eval_end - 1] + pd.Timedelta(seconds=step))
+            timeline, upper = book.timeline(index[eval_start:eval_end])
+            error = _mase(values, plan_replay.forecasts, plan_replay.horizon_points, mase_scale)
+            figures[name] = _figures(load, timeline, capacity, step, error, book.proposed)
+            approvals[name] = book.approved / eval_days
+            forecasts[name] = plan_replay.forecasts
+            band_hits[name] = plan_replay.band_hits
+            errors.update({k: errors.get(k, 0) + v for k, v in plan_replay.errors.items()})
+            plan_summary = {
+                "proposed": book.proposed,
+                "approved": book.approved,
+                "reasons": dict(plan_replay.reasons),
+                "breach_fraction": float(np.mean(load > upper)),
+                "plan_horizon_seconds": settings.plan_horizon_seconds,
+                "plan_step_seconds": settings.plan_step_seconds,
+                "approval_delay_seconds": settings.approval_delay_seconds,
+            }
         else:
             error = _mase(values, forecasts[name], horizon_points, mase_scale)
             figures[name] = _figures(load, replicas[name], capacity, step, error, changes[name])
+            approvals[name] = changes[name] / eval_days  # one per change of replicas
     return BacktestResult(
         strategies=figures,
         capacity_per_replica=capacity,
@@ -285,6 +379,8 @@ def run_backtest(
         bound_coverage={name: float(np.mean(hits)) for name, hits in bounds.items() if hits},
         sample_coverage={name: float(np.mean(shares)) for name, shares in samples_under.items() if shares},
         band_coverage={name: float(np.mean(shares)) for name, shares in band_hits.items() if shares},
+        approvals_per_day=approvals,
+        plan=plan_summary,
     )
 
 
@@ -335,6 +431,131 @@ def _reactive(values, eval_start, eval_end, capacity, initial, step, settings) -
         current = target
         out[i - eval_start] = current
     return out, changes
+
+
+# --- scalegate with plans ----------------------------------------------------------------------
+
+
+class PlanBook:
+    """The replay's record of plans: proposed, approved after the delay, in effect.
+
+    A plan proposed at ``t`` is approved at ``t + delay`` and is in effect from then
+    on (from the step in effect at that moment, as the operator applies it); the plan
+    before it runs until then. A newer proposal made before that supersedes it, and a
+    superseded plan was never approved: it costs no approval.
+    """
+
+    def __init__(self, initial: int, delay_seconds: float):
+        self.initial = initial
+        self.delay = pd.Timedelta(seconds=delay_seconds)
+        self.active: plans.Plan | None = None
+        self.pending: tuple[plans.Plan, pd.Timestamp] | None = None
+        self.activations: list[tuple[pd.Timestamp, plans.Plan]] = []
+        self.proposed = 0
+
+    @property
+    def approved(self) -> int:
+        """Plans approved so far (each one approval)."""
+        return len(self.activations)
+
+    def _approve_due(self, now: pd.Timestamp) -> None:
+        if self.pending is not None and self.pending[1] <= now:
+            self.active = self.pending[0]
+            self.activations.append(self.pending[::-1])
+            self.pending = None
+
+    def open_plan(self, now: pd.Timestamp) -> plans.Plan | None:
+        """The newest plan still open at ``now``: the pending one, else the one in effect."""
+        self._approve_due(now)
+        return self.pending[0] if self.pending is not None else self.active
+
+    def replicas_at(self, now: pd.Timestamp) -> int:
+        """Replicas in effect at ``now``."""
+        self._approve_due(now)
+        return self.initial if self.active is None else int(self.active.replicas_at([now])[0])
+
+    def propose(self, plan: plans.Plan, now: pd.Timestamp) -> None:
+        self._approve_due(now)
+        self.proposed += 1
+        self.pending = (plan, now + self.delay)  # supersedes a pending one not yet approved
+        self._approve_due(now)
+
+    def close(self, end: pd.Timestamp) -> None:
+        """The replay ends at ``end``: a plan whose approval falls before it is approved."""
+        if self.pending is not None and self.pending[1] < end:
+            self.activations.append(self.pending[::-1])
+            self.active, self.pending = self.pending[0], None
+
+    def timeline(self, times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Replicas in effect at each of ``times``, and the upper bound of the step in
+        effect (inf where there is none): the initial replicas until the first approval,
+        then each approved plan from its approval on, its last step held after it ends."""
+        replicas = np.full(len(times), self.initial, dtype=np.int64)
+        upper = np.full(len(times), np.inf)
+        for effective, plan in self.activations:
+            mask = times >= effective
+            if not mask.any():
+                continue
+            replicas[mask] = plan.replicas_at(times[mask])
+            bounds = np.array([np.inf if s.upper_bound is None else s.upper_bound for s in plan.steps])
+            which = np.clip(np.searchsorted(plans._ns_array([s.at for s in plan.steps]),
+                                            plans._ns_array(times[mask]), side="right") - 1, 0, None)
+            upper[mask] = np.where(times[mask] < plan.ends_at, bounds[which], np.inf)
+        return replicas, upper
+
+
+class _PlanReplay:
+    """scalegate proposing plans: a forecast over the plan's horizon at every decision, a
+    plan built from it, proposed when :func:`.plans.replan` says so against the newest open
+    plan (pending, else in effect); :class:`PlanBook` keeps the record."""
+
+    def __init__(self, settings: BacktestSettings, capacity: float, initial: int, step: int):
+        self.settings, self.capacity = settings, capacity
+        self.book = PlanBook(initial, settings.approval_delay_seconds)
+        self.horizon_points = max(1, math.ceil(settings.plan_horizon_seconds / step))
+        self.reasons: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.forecasts: list[tuple[int, np.ndarray]] = []
+        self.band_hits: list[float] = []
+
+    def decide(self, history: pd.Series, now: pd.Timestamp, point: int, values: np.ndarray) -> None:
+        """One decision at ``now`` (sample ``point`` of ``values``), from ``history`` before it."""
+        settings = self.settings
+        try:
+            forecast = plans.forecast_plan(history, settings.plan_horizon_seconds, settings.plan_step_seconds,
+                                           settings.confidence, now, models=settings.models)
+        except ForecastError as exc:
+            self.errors[exc.reason] = self.errors.get(exc.reason, 0) + 1
+            return
+        new = plans.build_plan(forecast, self.capacity, self.book.replicas_at(now), settings.plan_step_seconds,
+                               settings.plan_horizon_seconds, now=now)
+        self._score(forecast, point, values)
+        open_plan = self.book.open_plan(now)
+        decision = plans.replan(open_plan, new, now, approval_seconds=settings.approval_delay_seconds,
+                                interval_seconds=settings.decision_interval_seconds,
+                                breached=self._breached(now, history),
+                                waste_threshold=settings.waste_threshold)
+        self.reasons[decision.reason] = self.reasons.get(decision.reason, 0) + 1
+        if decision.propose:
+            self.book.propose(new, now)
+
+    def _breached(self, now: pd.Timestamp, history: pd.Series) -> bool:
+        """Whether the load exceeded an upper bound of the plan in effect since the last decision."""
+        if not self.book.activations:
+            return False
+        effective, plan = self.book.activations[-1]
+        since = max(effective, now - pd.Timedelta(seconds=self.settings.decision_interval_seconds))
+        return bool(plans.breaches(plan, history[history.index >= since]))
+
+    def _score(self, forecast, point: int, values: np.ndarray) -> None:
+        """The forecast's point path and band against what came (for MASE and band coverage)."""
+        if point + self.horizon_points > len(values):
+            return
+        per_bin = forecast.resolution_seconds // forecast.step_seconds
+        path = np.repeat(np.asarray(forecast.path), per_bin)[: self.horizon_points]
+        self.forecasts.append((point, path))
+        actual = values[point : point + self.horizon_points]
+        self.band_hits.append(float(np.mean(actual <= np.asarray(forecast.upper_band)[: self.horizon_points])))
 
 
 # --- interval strategies ----------------------------------------------------------------------

@@ -93,6 +93,8 @@ def conformal_quantile(scores: np.ndarray, level: float, per_lead: bool = False)
     per_lead : bool, default False
         Quantile of each column (lead) separately: an array of shape ``(leads,)``
         instead of one float, each from the ``origins`` scores of its lead.
+        A nan is a score not known yet (an origin whose outcome at that lead
+        has not come): each lead's quantile is of its own known scores.
 
     Raises
     ------
@@ -101,6 +103,8 @@ def conformal_quantile(scores: np.ndarray, level: float, per_lead: bool = False)
     """
     values = np.asarray(scores, dtype=float)
     values = values.reshape(len(values), -1) if per_lead else values.ravel()
+    if per_lead and np.isnan(values).any():
+        return _known_quantile(values, level)
     n = len(values)
     if level >= 0.5:
         rank = math.ceil((n + 1) * level - 1e-9)
@@ -121,6 +125,24 @@ def conformal_quantile(scores: np.ndarray, level: float, per_lead: bool = False)
     return nth if per_lead else float(nth)
 
 
+def _known_quantile(values: np.ndarray, level: float) -> np.ndarray:
+    """Per-column conformal quantile of the known (not nan) scores, shape ``(columns,)``."""
+    n = np.count_nonzero(~np.isnan(values), axis=0)
+    if level >= 0.5:
+        rank = np.ceil((n + 1) * level - 1e-9).astype(int)
+        short = rank > n
+    else:
+        rank = np.floor((n + 1) * level + 1e-9).astype(int)
+        short = rank < 1
+    if short.any():
+        need = min_scores(max(level, 1 - level))
+        raise ForecastError(
+            "InsufficientData",
+            f"{int(n.min())} backtest errors cannot bound a {level:.1%} quantile; need {need}",
+        )
+    ordered = np.sort(values, axis=0)  # nan last
+    return ordered[rank - 1, np.arange(values.shape[1])]
+
 def pinball_loss(scores: np.ndarray, offset, level: float) -> float:
     """Mean pinball (quantile) loss of the bound ``predicted + offset`` at ``level``.
 
@@ -129,7 +151,9 @@ def pinball_loss(scores: np.ndarray, offset, level: float) -> float:
     is a float, or one offset per lead (column) of 2-D ``scores``.
     """
     miss = np.asarray(scores, dtype=float) - offset
-    return float(np.mean(np.where(miss > 0, level * miss, (level - 1) * miss)))
+    loss = np.where(miss > 0, level * miss, (level - 1) * miss)
+    # nan: a score not known yet (see conformal_quantile)
+    return float(np.nanmean(loss) if np.isnan(loss).any() else np.mean(loss))
 
 
 def sequential_coverage(
@@ -227,7 +251,9 @@ def calibrate(
     ``peak``: ``scores`` has shape ``(origins,)`` and the offsets are floats.
     ``pointwise``: shape ``(origins, leads)``, and each lead gets its own
     quantiles (errors grow with the lead, and one quantile of all leads
-    together would over-cover the near samples and under-cover the far ones).
+    together would over-cover the near samples and under-cover the far ones);
+    a nan is a score not known yet, and each lead's quantiles are of its own
+    known scores (coverage is measured on the origins known in full).
     """
     low, high = bound_levels(confidence, interval)
     per_lead = interval == "pointwise"
@@ -236,8 +262,12 @@ def calibrate(
     lower = np.minimum(conformal_quantile(scores, low, per_lead), median)
     if not per_lead:
         median, lower = float(median), float(lower)
-    coverage, _ = sequential_coverage(scores, outcome_lag, high, horizon_origins, per_lead=per_lead)
-    return Calibration(lower, median, upper, coverage, int(np.size(scores)))
+    scores = np.asarray(scores, dtype=float)
+    known = ~np.isnan(scores)
+    # coverage is measured on the origins whose whole horizon is known (the first ones)
+    complete = scores[known.reshape(len(scores), -1).all(axis=1)] if not known.all() else scores
+    coverage, _ = sequential_coverage(complete, outcome_lag, high, horizon_origins, per_lead=per_lead)
+    return Calibration(lower, median, upper, coverage, int(np.count_nonzero(known)))
 
 
 def check_certainty(predicted_peak: float, lower_bound: float, upper_bound: float, confidence: float) -> None:

@@ -293,10 +293,16 @@ class ErrorCorrected(FittedModel):
     step fitted by least squares (no intercept) on every origin whose outcome
     is known. Like the smoothing parameters, ``beta`` is a few numbers
     estimated once on the whole series; the errors themselves are causal.
+
+    By default the origins are those whose outcomes are known for every step
+    asked for; with ``partial``, each step's ``beta`` uses every origin whose
+    outcome at that step is known (up to the newest: a day-long horizon would
+    otherwise leave the last day out of even the next step's weight).
     """
 
-    def __init__(self, base: FittedModel, y: np.ndarray):
+    def __init__(self, base: FittedModel, y: np.ndarray, partial: bool = False):
         self.base, self.y, self.n = base, np.asarray(y, dtype=float), base.n
+        self.partial = partial
         # origin o needs the one-step forecast made at o - 1
         self.first_origin = base.first_origin + 1
         self.description = f"{base.description} + error correction"
@@ -308,16 +314,24 @@ class ErrorCorrected(FittedModel):
     def betas(self, steps: int) -> np.ndarray:
         """Least-squares weight of the latest error for each step ahead, shape ``(steps,)``."""
         if steps not in self._betas:
-            origins = np.arange(self.first_origin, self.n - steps + 1)
+            last = self.n - 1 if self.partial else self.n - steps
+            origins = np.arange(self.first_origin, last + 1)
             beta = np.zeros(steps)
             if len(origins):
                 errors = self._errors[origins]
-                ahead = self.y[origins[:, None] + np.arange(steps)[None, :]] - self.base.rolling_forecasts(origins, steps)
+                positions = origins[:, None] + np.arange(steps)[None, :]
+                known = positions < self.n
+                actual = self.y[np.minimum(positions, self.n - 1)] if known.all() else np.where(
+                    known, self.y[np.minimum(positions, self.n - 1)], np.nan)
+                ahead = actual - self.base.rolling_forecasts(origins, steps)
                 # in units of the largest error, so that sums of squares neither overflow nor underflow
                 unit = float(np.max(np.abs(errors)))
                 if unit > 0:
                     errors, ahead = errors / unit, ahead / unit
-                    beta = errors @ ahead / float(errors @ errors)
+                    if known.all():
+                        beta = errors @ ahead / float(errors @ errors)
+                    else:  # each step over the origins that know it
+                        beta = np.nansum(errors[:, None] * ahead, axis=0) / ((errors**2) @ known)
             # a weight that is not a number would make every forecast one; carry nothing instead
             self._betas[steps] = np.where(np.isfinite(beta), beta, 0.0)
         return self._betas[steps]

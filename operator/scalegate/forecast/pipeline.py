@@ -107,6 +107,11 @@ class Forecast:
     upper_band : tuple of float
         ``pointwise`` only (else empty): the upper edge of each future native
         sample's band, one per sample over the horizon; ``upper_bound`` is its maximum.
+    median_band : tuple of float
+        ``pointwise`` only (else empty): each future native sample's forecast
+        corrected by its lead's median score (as likely to be exceeded as not);
+        ``predicted_peak`` is its maximum. Sample ``i`` is at
+        ``window_end + (i + 1) * step_seconds``.
     """
 
     model: str
@@ -130,6 +135,7 @@ class Forecast:
     candidates: tuple[tuple[str, float], ...] = ()
     path: tuple[float, ...] = ()
     upper_band: tuple[float, ...] = ()
+    median_band: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,8 @@ class _Candidate:
     fitted: FittedModel
     origins: np.ndarray  # bin origins whose outcome is known, shape (k,)
     predicted: np.ndarray  # point forecasts from those origins, shape (k, steps)
-    scores: np.ndarray  # actual - predicted, shape (k,) or (k, horizon points)
+    scores: np.ndarray  # actual - predicted, shape (k,) or (k, horizon points); nan where not yet known
+    complete: int = 0  # origins whose whole horizon is known (the first ones)
 
 
 def forecast_series(
@@ -148,6 +155,8 @@ def forecast_series(
     *,
     interval: str = "pointwise",
     models: tuple[str, ...] = DEFAULT_MODELS,
+    resolution_seconds: int | None = None,
+    partial_origins: bool = False,
 ) -> Forecast:
     """Forecast ``series`` over the next ``horizon_seconds``, with calibrated bounds of its peak.
 
@@ -171,6 +180,20 @@ def forecast_series(
         Candidates, from :data:`ALL_MODELS`; each is tried when the data is long
         enough for it (as it is and with its error correction), and the seasonal
         naive floor whenever it is named.
+    resolution_seconds : int, optional
+        Bin width the models run at, at most the one the horizon calls for
+        (:func:`.resample.choose_resolution`) and rounded down to a whole
+        number of samples; a plan asks for bins no wider than its steps (see
+        :func:`.plans.plan_resolution`). Default: the horizon's.
+    partial_origins : bool, default False
+        Also replay the newest origins, whose horizon has only partly come:
+        each lead is then scored, chosen on and calibrated with every error of
+        its own that the data already knows, up to the newest (``pointwise``
+        only). Plans ask for it: with a day-long horizon the origins of the
+        whole last day would otherwise be left out, so the choice of model and
+        the bounds of the next hours would not see anything that changed since
+        yesterday (a level shift stayed invisible to them for a day). An hour
+        ahead leaves out less than an hour and does without.
 
     Returns
     -------
@@ -186,14 +209,18 @@ def forecast_series(
         raise ValueError(f"horizon_seconds must be positive, got {horizon_seconds}")
     if not models or set(models) - set(ALL_MODELS):
         raise ValueError(f"models must be a non-empty selection of {ALL_MODELS}, got {models}")
+    if partial_origins and interval != "pointwise":
+        raise ValueError("partial_origins scores each lead on its own: it needs the pointwise interval")
     _, high_level = cal.bound_levels(confidence, interval)
     regular = _input_before(series, now)
     values = regular.values.to_numpy()
     step = regular.step_seconds
     resolution = choose_resolution(horizon_seconds, step)
+    if resolution_seconds is not None:
+        resolution = max(step, min(resolution, int(resolution_seconds) // step * step))
     per_bin = resolution // step
     horizon_points = max(1, math.ceil(horizon_seconds / step))
-    layout = _Layout(values, per_bin, horizon_points, interval)
+    layout = _Layout(values, per_bin, horizon_points, interval, partial_origins)
     candidates = _backtested_candidates(layout, season_length(resolution), resolution, high_level, models)
     if not candidates:
         raise ForecastError(
@@ -236,6 +263,7 @@ def forecast_series(
         candidates=tuple(sorted(losses.items(), key=lambda item: item[1])),
         path=tuple(float(x) for x in forecast),
         upper_band=tuple(float(x) for x in per_lead + calibration.upper_offset) if interval == "pointwise" else (),
+        median_band=tuple(float(x) for x in per_lead + calibration.median_offset) if interval == "pointwise" else (),
     )
 
 
@@ -265,6 +293,7 @@ class _Layout:
     per_bin: int
     horizon_points: int
     interval: str
+    partial: bool = False  # also origins whose horizon has only partly come (see forecast_series)
 
     def bins(self) -> np.ndarray:
         """Bin means, shape ``(len(values) // per_bin,)``."""
@@ -282,9 +311,17 @@ class _Layout:
         return self.offset + origins * self.per_bin
 
     def native_windows(self, origins: np.ndarray) -> np.ndarray:
-        """The samples of each origin's horizon, shape ``(len(origins), horizon_points)``."""
-        starts = self.native_start(origins)
-        return self.values[starts[:, None] + np.arange(self.horizon_points)[None, :]]
+        """The samples of each origin's horizon, shape ``(len(origins), horizon_points)``
+        (nan past the end of the data)."""
+        positions = self.native_start(origins)[:, None] + np.arange(self.horizon_points)[None, :]
+        if positions.size and positions.max() >= len(self.values):
+            padded = np.concatenate([self.values, np.full(self.horizon_points, np.nan)])
+            return padded[positions]
+        return self.values[positions]
+
+    def complete(self, origins: np.ndarray) -> np.ndarray:
+        """Which origins' whole horizon is in the data."""
+        return self.native_start(origins) + self.horizon_points <= len(self.values)
 
     def per_point(self, predicted: np.ndarray) -> np.ndarray:
         """Bin forecasts repeated onto the samples they cover, shape ``(k, horizon_points)``."""
@@ -307,9 +344,9 @@ def _backtested_candidates(
         except ForecastError as exc:
             failures.append(exc.message)
             continue
-        for model in (fitted, ErrorCorrected(fitted, bins)):
+        for model in (fitted, ErrorCorrected(fitted, bins, partial=layout.partial)):
             candidate = _replay(model, layout)
-            if len(candidate.origins) >= cal.min_scores(level):
+            if candidate.complete >= cal.min_scores(level):
                 candidates[model.description] = candidate
     if estimators and len(failures) == len(estimators):
         raise ForecastError("FitFailed", "no model could be fitted: " + "; ".join(failures))
@@ -332,7 +369,10 @@ def _estimators(n_bins: int, season: int, holdout_bins: int, resolution: int) ->
 def _replay(fitted: FittedModel, layout: _Layout) -> _Candidate:
     """Forecasts from every origin whose outcome is known, and their scores."""
     origins = np.arange(fitted.first_origin, fitted.n + 1)
-    origins = origins[layout.native_start(origins) + layout.horizon_points <= len(layout.values)]
+    if layout.partial:  # every origin with at least its first sample known
+        origins = origins[layout.native_start(origins) < len(layout.values)]
+    else:
+        origins = origins[layout.complete(origins)]
     if not len(origins):
         return _Candidate(fitted, origins, np.empty((0, layout.horizon_bins)), np.empty(0))
     predicted = fitted.rolling_forecasts(origins, layout.horizon_bins)
@@ -341,7 +381,7 @@ def _replay(fitted: FittedModel, layout: _Layout) -> _Candidate:
         scores = window_peaks[layout.native_start(origins)] - predicted.max(axis=1)
     else:
         scores = layout.native_windows(origins) - layout.per_point(predicted)
-    return _Candidate(fitted, origins, predicted, scores)
+    return _Candidate(fitted, origins, predicted, scores, int(np.count_nonzero(layout.complete(origins))))
 
 
 def _selection_losses(candidates: dict[str, _Candidate], level: float) -> dict[str, float]:
@@ -361,5 +401,6 @@ def _selection_losses(candidates: dict[str, _Candidate], level: float) -> dict[s
 def _mase(chosen: _Candidate, layout: _Layout, step: int) -> float:
     """MASE of the chosen model's forecasts of the horizon's native samples, from every
     backtest origin, scaled by the whole input's seasonal naive error."""
-    errors = layout.native_windows(chosen.origins) - layout.per_point(chosen.predicted)
+    full = layout.complete(chosen.origins)
+    errors = layout.native_windows(chosen.origins[full]) - layout.per_point(chosen.predicted[full])
     return mase(errors, seasonal_naive_mae(layout.values, step))
