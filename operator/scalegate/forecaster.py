@@ -28,8 +28,18 @@ from .forecast import Forecast, forecast_series
 from .forecast.series import ForecastError
 from .forecast.sizing import Sizing, size_replicas
 from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
-from .model import (API_VERSION, POLICY_KIND, POLICY_LABEL, PROPOSAL_KIND, PROPOSED_BY, Evidence, ForecastSpec,
-                    InvalidObject, Policy, format_time)
+from .model import (
+    API_VERSION,
+    POLICY_KIND,
+    POLICY_LABEL,
+    PROPOSAL_KIND,
+    PROPOSED_BY,
+    Evidence,
+    ForecastSpec,
+    InvalidObject,
+    Policy,
+    format_time,
+)
 
 log = logging.getLogger("scalegate.forecaster")
 
@@ -97,6 +107,7 @@ def build_proposal(policy: Policy, sized: SizedForecast, proposed_by: str, now: 
     approves may not also be the proposer), so the forecaster's identity is recorded in
     scalegate.io/forecast-by instead, for the reader."""
     sizing = sized.sizing
+    assert policy.forecast is not None, "only a policy with a forecast is sized"
     annotations = {FORECAST_BY: proposed_by} if gitops else {PROPOSED_BY: proposed_by}
     return {
         "apiVersion": API_VERSION,
@@ -171,10 +182,12 @@ class Forecaster:
 
     def _renewed_pool(self, broken: concurrent.futures.Executor) -> concurrent.futures.Executor:
         with self._pool_lock:
-            if self.pool is broken:  # the first thread to notice replaces it
+            current = self.pool
+            if current is broken:  # the first thread to notice replaces it
                 broken.shutdown(wait=False, cancel_futures=True)
-                self.pool = default_pool()
-            return self.pool
+            if current is broken or current is None:
+                current = self.pool = default_pool()
+            return current
 
     def run_policy(self, body: dict) -> RoundResult:
         started = time.monotonic()

@@ -76,13 +76,14 @@ class Runtime:
     def autoscalers(self, namespace: str) -> list[tuple[str, TargetRef]]:
         """The namespace's HPAs from kopf's watch-fed index (called from worker threads; the
         index is read in the event loop, which is the only writer)."""
-        if self.hpa_index is None:  # cannot happen after the first event; be safe anyway
+        index, loop = self.hpa_index, self.loop
+        if index is None or loop is None:  # cannot happen after the first event; be safe anyway
             return self.reconciler.kube.autoscalers(namespace)
 
         async def snapshot() -> list[tuple[str, TargetRef]]:
-            return list(self.hpa_index.get(namespace, ()))
+            return list(index.get(namespace, ()))
 
-        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(timeout=30)
+        return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(timeout=30)
 
 
 @kopf.on.login()
@@ -169,7 +170,7 @@ def hpa_targets(namespace, name, spec, **_) -> dict[str, tuple[str, TargetRef]]:
                                         name=ref.get("name") or ""))}
 
 
-@kopf.on.event(GROUP, VERSION, PROPOSAL_PLURAL)
+@kopf.on.event(GROUP, VERSION, PROPOSAL_PLURAL)  # type: ignore[arg-type]  # kopf passes hpa_targets by name
 async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targets: kopf.Index, **_) -> None:
     runtime: Runtime = memo.runtime
     runtime.hpa_index = hpa_targets

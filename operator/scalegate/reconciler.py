@@ -311,7 +311,8 @@ class Reconciler:
                 body = self._annotate(body, {APPLY_INTENT: None})  # refused: nothing was written
                 return self._forbidden(body, proposal, err, now, approver)
             self._at("after-scale-write")
-            return self._complete(body, proposal, policy.name, scale.replicas, target.uid or scale.uid, approver)
+            self._complete(body, proposal, policy.name, scale.replicas, target.uid or scale.uid, approver)
+            return None  # terminal: nothing more to wait for
         # Every write was refused by its precondition, so none landed: drop the intent (a
         # later look must not mistake the other writer's changes for ours) and try again soon.
         self._annotate(body, {APPLY_INTENT: None})
@@ -333,8 +334,9 @@ class Reconciler:
         verdict = d.recover_intent(proposal, intent, scale.replicas, target.uid, target.generation)
         if verdict == d.Recovery.FINISHED:
             log.info("proposal %s/%s: interrupted apply had written; recording it", proposal.namespace, proposal.name)
-            return self._complete(body, proposal, proposal.policy_name, intent.previous_replicas, target.uid,
-                                  approver or proposal.decision.approved_by)
+            self._complete(body, proposal, proposal.policy_name, intent.previous_replicas, target.uid,
+                           approver or proposal.decision.approved_by)
+            return None
         if verdict == d.Recovery.NOT_WRITTEN:
             log.info("proposal %s/%s: interrupted apply had not written; deciding again",
                      proposal.namespace, proposal.name)
