@@ -828,6 +828,19 @@ def test_generated_policies_are_refused_with_a_reason_or_accepted_and_decided(sc
     # The operator decides an approved proposal against every accepted policy (whose target
     # does not exist here): the checks before the target's, in the contract's order.
     expected: dict[str, tuple[str, set[str]]] = {}
+
+    def governed_object(ref: dict) -> tuple[str, str, str]:
+        group = ref["apiVersion"].split("/", 1)[0] if "/" in ref["apiVersion"] else ""
+        return group, ref["kind"], ref["name"]
+
+    # One policy per target: the oldest (creation time, then name) governs it; a later
+    # policy's proposals fail ConflictingPolicy after the suspension check, before bounds.
+    governors: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for policy in accepted:
+        if target_url_safe(policy["spec"]["targetRef"]):
+            key = governed_object(policy["spec"]["targetRef"])
+            claim = (policy["metadata"]["creationTimestamp"], policy["metadata"]["name"])
+            governors[key] = min(governors.get(key, claim), claim)
     for policy in accepted:
         spec = policy["spec"]
         if not target_url_safe(spec["targetRef"]):
@@ -840,6 +853,8 @@ def test_generated_policies_are_refused_with_a_reason_or_accepted_and_decided(sc
         s.approve(name)
         if spec.get("suspend"):
             expected[name] = ("Approved", {"PolicySuspended"})
+        elif governors[governed_object(spec["targetRef"])][1] != name:
+            expected[name] = ("Failed", {"ConflictingPolicy"})
         elif out_of_bounds(spec, current, replicas):
             expected[name] = ("Rejected", {"OutOfBounds"})
         else:
