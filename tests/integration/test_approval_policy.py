@@ -10,10 +10,20 @@ import uuid
 import kubernetes
 import pytest
 import yaml
-
 from harness import Cluster, wait_for
-from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, DECISION_REASON, GROUP, PROPOSAL_PLURAL,
-                             PROPOSED_BY, REJECTED, REJECTED_BY, VERSION)
+
+from scalegate.model import (
+    APPROVAL_REF,
+    APPROVED,
+    APPROVED_BY,
+    DECISION_REASON,
+    GROUP,
+    PROPOSAL_PLURAL,
+    PROPOSED_BY,
+    REJECTED,
+    REJECTED_BY,
+    VERSION,
+)
 
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
 OPERATOR = "system:serviceaccount:scalegate:operator"

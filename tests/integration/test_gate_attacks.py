@@ -22,11 +22,20 @@ import uuid
 import kubernetes
 import pytest
 import yaml
-
 from harness import CRDS, MANIFESTS, Cluster, admission_policies, wait_for
 from operator_harness import OperatorProcess, Scenario, policy, proposal, wait_steady
-from scalegate.model import (APPROVAL_REF, APPROVED, APPROVED_BY, GROUP, POLICY_LABEL, POLICY_PLURAL,
-                             PROPOSAL_PLURAL, PROPOSED_BY, VERSION)
+
+from scalegate.model import (
+    APPROVAL_REF,
+    APPROVED,
+    APPROVED_BY,
+    GROUP,
+    POLICY_LABEL,
+    POLICY_PLURAL,
+    PROPOSAL_PLURAL,
+    PROPOSED_BY,
+    VERSION,
+)
 from scalegate.records import OUTCOME
 
 OPERATOR = "system:serviceaccount:scalegate:operator"
@@ -510,10 +519,10 @@ def test_f04_a_proposal_names_its_creator_and_only_listed_pipelines_create_it_ap
     grant(cluster, ns, "dave", [{"apiGroups": [GROUP], "resources": [PROPOSALS], "verbs": ["create", "get"]}])
     bind_approver(cluster, ns, "dave")
     ref = {APPROVAL_REF: "https://git.example/shop/merge_requests/7"}
-    for annotations in ({APPROVED: "true", APPROVED_BY: "dave", **ref},
-                        {APPROVED: "true", APPROVED_BY: "dave", PROPOSED_BY: "", **ref}):
+    for decided in ({APPROVED: "true", APPROVED_BY: "dave", **ref},
+                    {APPROVED: "true", APPROVED_BY: "dave", PROPOSED_BY: "", **ref}):
         status, message = refused(create, cluster, "dave", ns, PROPOSALS,
-                                  proposal("by-dave", "web", "web", 4, 6, annotations=annotations))
+                                  proposal("by-dave", "web", "web", 4, 6, annotations=decided))
         assert status in (403, 422) and "by-dave" in message
     status, message = refused(create, cluster, "dave", ns, PROPOSALS, proposal(
         "by-dave", "web", "web", 4, 6, annotations={APPROVED: "true", APPROVED_BY: "dave", **ref}))
@@ -761,7 +770,7 @@ def test_f10_a_last_applied_time_out_of_range_fails_clearly_and_never_loops(s: S
 def test_every_admission_policy_compiles_cleanly_and_fails_closed(cluster: Cluster):
     admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api_client())
     for name in admission_policies():
-        found = wait_for(lambda: (p := admission.read_validating_admission_policy(name)).status
+        found = wait_for(lambda name=name: (p := admission.read_validating_admission_policy(name)).status
                          and p.status.observed_generation == p.metadata.generation and p,
                          message=f"{name}'s type checking")
         assert not (found.status.type_checking and found.status.type_checking.expression_warnings), name

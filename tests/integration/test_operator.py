@@ -7,7 +7,6 @@ import datetime as dt
 
 import kubernetes
 import pytest
-
 from harness import wait_for
 from operator_harness import Scenario, policy, proposal, wait_steady
 

@@ -19,7 +19,6 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-
 from harness import Cluster
 from operator_harness import Scenario
 
@@ -235,7 +234,7 @@ def table(text: str) -> dict[str, str]:
     header, row = text.splitlines()[:2]
     starts = [i for i, char in enumerate(header) if char != " " and (i == 0 or header[i - 1] == " ")]
     ends = starts[1:] + [None]
-    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends)}
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
 
 
 def test_plan_status_is_accepted_and_shown_by_kubectl_get(scenario: Scenario, cluster: Cluster):

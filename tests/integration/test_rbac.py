@@ -12,8 +12,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-
 from harness import MANIFESTS, Cluster, wait_for
+
 from scalegate.model import APPROVED, APPROVED_BY, GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, PROPOSED_BY, VERSION
 
 OPERATOR = "system:serviceaccount:scalegate:operator"

@@ -13,8 +13,19 @@ from typing import Any
 import pytest
 import yaml
 
-from scalegate.model import (MAX_PLAN_STEPS, OPEN_PROPOSALS_FIELD_SELECTOR, ForecastSpec, InvalidObject, Phase,
-                             PlanSettings, PlanStep, Policy, Proposal, StepOutcome, StepReceipt)
+from scalegate.model import (
+    MAX_PLAN_STEPS,
+    OPEN_PROPOSALS_FIELD_SELECTOR,
+    ForecastSpec,
+    InvalidObject,
+    Phase,
+    PlanSettings,
+    PlanStep,
+    Policy,
+    Proposal,
+    StepOutcome,
+    StepReceipt,
+)
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2030, 1, 1, tzinfo=UTC)

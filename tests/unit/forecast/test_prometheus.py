@@ -20,7 +20,7 @@ def matrix(values, end=END, step=STEP, metric=None):
     """A query_range result with one series ending at ``end``."""
     end_ts = end.timestamp()
     stamps = end_ts - step * np.arange(len(values))[::-1]
-    return [{"metric": metric or {}, "values": [[float(t), str(v)] for t, v in zip(stamps, values)]}]
+    return [{"metric": metric or {}, "values": [[float(t), str(v)] for t, v in zip(stamps, values, strict=True)]}]
 
 
 @pytest.fixture
