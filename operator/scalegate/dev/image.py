@@ -167,13 +167,13 @@ def ensure_base(podman: Podman, names: list[str]) -> str:
 
 
 # -- the pause image --------------------------------------------------------------------
-def _pause_source(cache_dir: Path) -> Path:
+def _pause_source() -> Path:
     """build/pause/linux/pause.c of the Kubernetes release the node runs (its module is
     in the Go module cache since the control plane was built)."""
-    workdir = cache_dir / "build" / f"kubernetes-{KUBERNETES_VERSION}"
-    proc = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
-                          cwd=workdir if workdir.exists() else None, capture_output=True, text=True,
-                          env=dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod"), timeout=900)
+    with tempfile.TemporaryDirectory() as outside_any_module:  # no go.mod to read or change
+        proc = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
+                              cwd=outside_any_module, capture_output=True, text=True,
+                              env=dict(os.environ, GOTOOLCHAIN="local"), timeout=900)
     if proc.returncode != 0:
         raise ImageError(f"could not fetch k8s.io/kubernetes@{KUBERNETES_VERSION}: {proc.stderr.strip()}")
     source = Path(json.loads(proc.stdout)["Dir"]) / "build" / "pause" / "linux" / "pause.c"
@@ -202,7 +202,7 @@ def ensure_pause_image(cache_dir: Path | None = None, log: Log = print) -> Path:
             binary = Path(context) / "pause"
             version = f"-DVERSION={PAUSE_IMAGE.rsplit(':', 1)[1]}-scalegate"
             compiled = subprocess.run([compiler, "-Os", "-Wall", "-Werror", "-static", version, "-o", str(binary),
-                                       str(_pause_source(cache_dir))], capture_output=True, text=True)
+                                       str(_pause_source())], capture_output=True, text=True)
             if compiled.returncode != 0:
                 raise ImageError(f"compiling pause.c failed (static libc needed: Debian's libc6-dev):\n"
                                  f"{compiled.stderr.strip()}")
