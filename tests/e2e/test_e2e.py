@@ -135,13 +135,16 @@ def test_operator_pod_deleted_mid_burst_its_successor_finishes_without_a_double_
                 return pod.metadata.name
         return None
 
-    wait_for(successor_ready, timeout=180, interval=0.5, message="a new operator Pod to be Ready")
+    successor = wait_for(successor_ready, timeout=180, interval=0.5, message="a new operator Pod to be Ready")
     for i in range(count):
         s.wait_phase(f"web-{i}-1", "Applied", timeout=120)
     for i in range(count):
         assert s.replicas(f"web-{i}") == 3 + i
         writes = operator_writes(s, f"web-{i}")
         assert writes is None or len(writes) == 1, f"web-{i} was written {len(writes)} times: {writes}"
+    [restarts] = [p.status.container_statuses[0].restart_count for p in e2e.pods("operator")
+                  if p.metadata.name == successor]
+    print(f"the successor {successor} finished with {restarts} restarts")
 
 
 def test_forecaster_pod_proposes_from_prometheus_and_the_approval_is_applied(e2e: Installed, scenario: Scenario):
