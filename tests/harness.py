@@ -161,6 +161,32 @@ class Cluster:
             self.kubectl("delete", *[f"validatingadmissionpolicybinding/{n}" for n in names],
                          *[f"validatingadmissionpolicy/{n}" for n in names], "--ignore-not-found")
 
+    def ensure_no_admission_policies(self) -> None:
+        """For modules that test the CRDs or the operator alone: remove scalegate's
+        admission policies if an earlier module left them, and wait until the API server
+        admits what they would refuse (a proposal with neither label nor proposer)."""
+        self.remove_admission_policies()
+        probe = self.create_namespace("no-vap-probe")
+        try:
+            def admitted() -> bool:
+                body = {"apiVersion": "scalegate.io/v1alpha1", "kind": "ScalingProposal",
+                        "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}"},
+                        "spec": {"policyRef": {"name": "p"},
+                                 "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                                 "currentReplicas": 1, "replicas": 2, "validUntil": "2099-01-01T00:00:00Z",
+                                 "reason": "probe"}}
+                try:
+                    self.custom().create_namespaced_custom_object("scalegate.io", "v1alpha1", probe,
+                                                                  "scalingproposals", body)
+                except kubernetes.client.ApiException as err:
+                    if err.status in (403, 422):
+                        return False
+                    raise
+                return True
+            wait_for(admitted, timeout=60, interval=0.5, message="the admission policies to be gone")
+        finally:
+            self.delete_namespace(probe)
+
     @contextlib.contextmanager
     def gitops_identities(self, *users: str):
         """For a block, list `users` in the GitOpsApprovers object `scalegate`, the admission

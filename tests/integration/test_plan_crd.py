@@ -31,6 +31,14 @@ T0 = dt.datetime(2030, 1, 1, tzinfo=UTC)
 MAX_STEPS = 288
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _without_admission_policies(cluster):
+    """This module tests the CRDs and the watch alone, not the admission policies; an
+    earlier module may have left them installed (they would judge labels, proposers and
+    who writes status), so they are removed first: no order-dependent results."""
+    cluster.ensure_no_admission_policies()
+
 def at(minutes: float) -> str:
     return (T0 + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -11,6 +11,13 @@ from scalegate.kube import Kube
 from scalegate.model import GROUP, OPEN_PROPOSALS_FIELD_SELECTOR, PROPOSAL_PLURAL, VERSION, Phase
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _without_admission_policies(cluster):
+    """This module tests the CRDs and the watch alone, not the admission policies; an
+    earlier module may have left them installed (they would judge labels, proposers and
+    who writes status), so they are removed first: no order-dependent results."""
+    cluster.ensure_no_admission_policies()
+
 def proposal(name: str, proposer: str) -> dict:
     # Named as its proposer, so that the approval admission policy (if installed) admits it.
     return {
