@@ -171,8 +171,8 @@ def test_no_answer_at_all_is_unavailable_and_names_the_server():
     kube, _ = make({("GET", "/apis/scalegate.io/v1alpha1/namespaces/shop/scalingproposals/a"): tls})
     with pytest.raises(Unavailable) as err:
         kube.get_proposal("shop", "a")
-    assert err.value.message == ("cannot reach the Kubernetes API server at https://api.example:6443: "
-                                 "certificate verify failed")
+    assert str(err.value) == ("get proposal shop/a: cannot reach the Kubernetes API server at "
+                              "https://api.example:6443: certificate verify failed")
     refused = urllib3.exceptions.MaxRetryError(None, "/x", urllib3.exceptions.NewConnectionError(
         None, "Failed to establish a new connection: [Errno 111] Connection refused"))
     kube, _ = make({("GET", "/apis/scalegate.io/v1alpha1/namespaces/shop/scalingproposals/b"): refused})
