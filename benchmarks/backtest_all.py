@@ -145,7 +145,8 @@ def print_table(results: dict[str, dict], strategies: tuple[str, ...], summary: 
         )
         if s.get("mean_band_coverage") is not None:
             coverage += f"  samples under band {s['mean_band_coverage']:.4f} (worst {s['worst_band_coverage']:.4f})"
-        approvals = "" if s.get("mean_approvals_per_day") is None else f"  approvals/day {s['mean_approvals_per_day']:.2f}"
+        per_day = s.get("mean_approvals_per_day")
+        approvals = "" if per_day is None else f"  approvals/day {per_day:.2f}"
         print(
             f"{name:20s} mean under {100 * s['mean_under_provisioned']:5.2f}%  worst "
             f"{100 * s['worst_under_provisioned']:5.2f}%  replica-hours {s['mean_replica_hours_vs_oracle']:.3f}x oracle"
@@ -174,12 +175,14 @@ def _print_coverage(results: dict[str, dict], strategies: tuple[str, ...]) -> No
     stated = [n for n in strategies if any(n in r["settings"]["bound_coverage"] for r in results.values())]
     if not stated:
         return
-    print("\ncoverage: horizons whose peak stayed under the bound / samples under the bound / samples under their band\n")
+    print("\ncoverage: horizons whose peak stayed under the bound / samples under the bound / "
+          "samples under their band\n")
     print(f"{'series':34s}" + "".join(f"{name:>26s}" for name in stated))
     for series, result in sorted(results.items()):
         cells = []
         for name in stated:
-            figures = [result["settings"].get(key, {}).get(name) for key in ("bound_coverage", "sample_coverage", "band_coverage")]
+            keys = ("bound_coverage", "sample_coverage", "band_coverage")
+            figures = [result["settings"].get(key, {}).get(name) for key in keys]
             cells.append(" ".join("-" if x is None else f"{x:.3f}" for x in figures))
         print(f"{series[:34]:34s}" + "".join(f"{c:>26s}" for c in cells))
 
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--approval-delay", type=int, default=0, metavar="SECONDS",
                         help="time from a proposal to its approval (0)")
     parser.add_argument("--grid", metavar="STEPS:HORIZONS",
-                        help="replay scalegate with plans for every step and horizon, e.g. 600,1800,3600:21600,43200,86400")
+                        help="replay scalegate with plans for every step and horizon, "
+                        "e.g. 600,1800,3600:21600,43200,86400")
     args = parser.parse_args(argv)
 
     paths = sorted(str(p) for p in Path(args.load_dir).glob("*.csv"))
@@ -303,7 +307,7 @@ def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
     with multiprocessing.Pool(args.workers) as pool:
         outcomes = pool.map(_one, jobs, chunksize=1)
     by_cell: dict[tuple[int, int], dict[str, dict]] = {cell: {} for cell in cells}
-    for (path, settings, _), (name, result) in zip(jobs, outcomes):
+    for (_, settings, _), (name, result) in zip(jobs, outcomes, strict=True):
         if result is not None:
             by_cell[(settings.plan_step_seconds, settings.plan_horizon_seconds)][name] = result
     table = []
@@ -321,7 +325,8 @@ def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
             "replica_hours_vs_oracle": summary["mean_replica_hours_vs_oracle"],
             "series": len(results),
         }
-        row["meets_goal"] = (row["approvals_per_day"] <= GOAL["approvals"] and row["mean_under_provisioned"] <= GOAL["mean_under"]
+        row["meets_goal"] = (row["approvals_per_day"] <= GOAL["approvals"]
+                             and row["mean_under_provisioned"] <= GOAL["mean_under"]
                              and row["worst_under_provisioned"] <= GOAL["worst_under"]
                              and row["replica_hours_vs_oracle"] <= GOAL["cost"])
         table.append(row)
@@ -362,7 +367,8 @@ def _print_plan_series(results: dict[str, dict]) -> None:
         reasons = {k: v for k, v in (plan.get("reasons") or {}).items() if k != "PlanHolds"}
         rows.append((result["approvals_per_day"]["scalegate"], f["under_provisioned_fraction"], ratio))
         print(f"{series[:34]:34s} {result['approvals_per_day']['scalegate']:14.2f} "
-              f"{100 * f['under_provisioned_fraction']:6.2f}% {ratio:9.3f}x {100 * plan.get('breach_fraction', 0):8.2f}%  "
+              f"{100 * f['under_provisioned_fraction']:6.2f}% {ratio:9.3f}x "
+              f"{100 * plan.get('breach_fraction', 0):8.2f}%  "
               + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     mean = np.mean(rows, axis=0)
     print(f"{'mean':34s} {mean[0]:14.2f} {100 * mean[1]:6.2f}% {mean[2]:9.3f}x")

@@ -5,12 +5,21 @@ Fails closed: on any doubt (no data, too little, too uncertain, fit failed) it m
 proposal and says why on the policy (ForecastReady=False), in a metric and in the log.
 The pure parts (forecasting and sizing, building the proposal, checking past forecasts) are plain
 functions; I/O goes through `Kube` and `PrometheusSource`.
+
+A policy with `forecast.planHorizonSeconds` and `planStepSeconds` gets plans instead of
+single changes: each round builds a plan from a forecast over the plan's horizon
+(`forecast.plans`), and proposes it only when the re-plan rule says so against the
+policy's newest open plan (`plans.replan`: NoActivePlan, FallsShort, EndsSoon, Wasteful),
+with the rule's reason first in `spec.reason`. Realised load above a step's upper bound
+of the plan in effect is a `PlanBreached` Event on that proposal and a count in
+`scalegate_plan_breaches_total`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import yaml
 
 from . import metrics
 from .conditions import set_condition
-from .forecast import Forecast, forecast_series
+from .forecast import Forecast, forecast_series, plans
 from .forecast.series import ForecastError
-from .forecast.sizing import Sizing, size_replicas
+from .forecast.sizing import Sizing, format_load, size_replicas
 from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
 from .model import (
     API_VERSION,
@@ -37,7 +47,10 @@ from .model import (
     Evidence,
     ForecastSpec,
     InvalidObject,
+    Phase,
+    PlanStep,
     Policy,
+    Proposal,
     format_time,
 )
 
@@ -133,6 +146,114 @@ def build_proposal(policy: Policy, sized: SizedForecast, proposed_by: str, now: 
     }
 
 
+# -- plans (pure) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedForecast:
+    """What one round found for a policy with plans: the forecast over the plan's horizon,
+    and the plan built from it."""
+
+    forecast: Forecast
+    plan: plans.Plan
+
+
+def plan_policy(series, policy: Policy, current_replicas: int, now: dt.datetime) -> PlannedForecast:
+    """Forecast `series` over the policy's plan horizon and build the plan (steps of
+    planStepSeconds from now, within the policy's bounds and step limits, the first step at
+    least cooldownSeconds long). Pure and picklable, so it can run in a worker process.
+    Raises ForecastError."""
+    spec = policy.forecast
+    assert spec is not None and spec.plan is not None, "only a policy with plan settings is planned"
+    forecast = plans.forecast_plan(series, spec.plan.horizon_seconds, spec.plan.step_seconds, spec.confidence, now)
+    plan = plans.build_plan(forecast, spec.capacity_per_replica, current_replicas, spec.plan.step_seconds,
+                            spec.plan.horizon_seconds, now=now, bounds=policy.bounds,
+                            min_first_step_seconds=policy.cooldown_seconds)
+    return PlannedForecast(forecast, plan)
+
+
+def plan_of(proposal: Proposal) -> plans.Plan:
+    """A proposal's schedule as a `plans.Plan` (named after the proposal)."""
+    steps = tuple(plans.PlannedStep(pd.Timestamp(step.at), step.replicas, step.predicted_peak, step.upper_bound)
+                  for step in proposal.schedule)
+    return plans.Plan(steps, pd.Timestamp(proposal.ends_at), name=proposal.name)
+
+
+def open_plans(bodies, now: dt.datetime) -> tuple[Proposal | None, Proposal | None]:
+    """Of a policy's proposals: the newest open plan (Pending and still approvable, Approved
+    or Active), which a new plan is judged against, and the newest Active one, the plan in
+    effect, whose breaches are reported.
+
+    A Pending plan counts as open: a new one that it already covers would only supersede
+    what a person may be about to approve. Proposals that do not parse are passed over."""
+    found = []
+    for body in bodies:
+        try:
+            proposal = Proposal.parse(body)
+        except InvalidObject:
+            continue
+        if proposal.is_plan:
+            found.append(proposal)
+    waiting = (Phase.PENDING, "")  # "": not yet seen by the operator
+    open_ = [p for p in found if p.phase in (Phase.APPROVED, Phase.ACTIVE)
+             or (p.phase in waiting and p.valid_until > now and not p.decision.rejected)]
+    active = [p for p in found if p.phase == Phase.ACTIVE]
+
+    def newest(proposals: list[Proposal]) -> Proposal | None:
+        return max(proposals, key=lambda p: (p.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc), p.name),
+                   default=None)
+
+    return newest(open_), newest(active)
+
+
+def plan_evidence(planned: PlannedForecast, spec: ForecastSpec) -> Evidence:
+    """The evidence of a plan: the forecast's, over the plan's horizon (the highest step's
+    predicted peak and upper bound, the time of the step predicted highest)."""
+    plan = planned.plan
+    peak_step = max(plan.steps, key=lambda step: step.predicted_peak or float("-inf"))
+    evidence = evidence_of(planned.forecast, spec)
+    return dataclasses.replace(
+        evidence,
+        horizon_seconds=int((plan.ends_at - plan.start).total_seconds()),
+        predicted_peak=peak_step.predicted_peak,
+        peak_time=peak_step.at.to_pydatetime(),
+        upper_bound=max(step.upper_bound for step in plan.steps if step.upper_bound is not None),
+    )
+
+
+def plan_reason(planned: PlannedForecast, decision: plans.Replan, policy: Policy) -> str:
+    """`spec.reason` of a plan: why a new plan (the re-plan rule's reason first), then what it holds."""
+    spec = policy.forecast
+    assert spec is not None
+    plan, evidence = planned.plan, plan_evidence(planned, spec)
+    text = f"{decision.reason}: {decision.message}. Plan: {plan.describe()}"
+    if evidence.upper_bound is not None and evidence.peak_time is not None:
+        text += (f"; peak of {format_load(evidence.upper_bound)} ({spec.confidence:.0%} upper bound) expected at "
+                 f"{evidence.peak_time:%H:%M} UTC")
+    if plan.ramped:
+        text += f"; {len(plan.ramped)} step(s) raised early to keep maxStepUp/maxStepDown"
+    limits = sorted({limit for _, limit in plan.capped})
+    if limits:
+        text += (f"; {len({k for k, _ in plan.capped})} step(s) below their need, capped by "
+                 + ", ".join(f"{limit}={policy.bounds.value(limit)}" for limit in limits))
+    return text[:2048]
+
+
+def build_plan_proposal(policy: Policy, planned: PlannedForecast, decision: plans.Replan, current_replicas: int,
+                        proposed_by: str, now: dt.datetime, gitops: bool = False) -> dict:
+    """The ScalingProposal manifest of a plan: `spec.schedule`, `spec.endsAt`, `spec.replicas`
+    (the first step's), the reason and the evidence; otherwise as `build_proposal`."""
+    plan = planned.plan
+    proposal = build_proposal(policy, SizedForecast(planned.forecast, Sizing(
+        plan.replicas, plan.steps[0].needed or plan.replicas, current_replicas, (), "")), proposed_by, now, gitops)
+    spec = proposal["spec"]
+    spec["schedule"] = [PlanStep(step.at.to_pydatetime(), step.replicas, step.predicted_peak,
+                                 step.upper_bound).to_dict() for step in plan.steps]
+    spec["endsAt"] = format_time(plan.ends_at.to_pydatetime())
+    spec["reason"] = plan_reason(planned, decision, policy)
+    assert policy.forecast is not None
+    spec["forecast"] = plan_evidence(planned, policy.forecast).to_spec()
+    return proposal
+
+
 def check_past_forecast(previous: Forecast, series) -> tuple[float, bool] | None:
     """(relative error of the predicted peak, whether the upper bound was exceeded) once
     the horizon of `previous` has fully passed in `series`; None before that."""
@@ -159,6 +280,10 @@ class Forecaster:
     pool: concurrent.futures.Executor | None = None
     _identity: str | None = None
     _previous: dict[tuple[str, str], Forecast] = field(default_factory=dict)
+    # per policy: when its plan's breaches were last checked, and the (proposal uid, step
+    # times) already reported, so that each breached step is one Event
+    _breaches_checked: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    _breaches_reported: dict[tuple[str, str], tuple[str, set]] = field(default_factory=dict)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -167,18 +292,20 @@ class Forecaster:
             self._identity = self.kube.whoami()
         return self._identity
 
-    def _forecast_policy(self, series, policy: Policy, current: int, now: dt.datetime) -> SizedForecast:
-        """`forecast_policy` in the process pool (CPU-bound fits use every core), or here without one."""
+    def _forecast_policy(self, series, policy: Policy, current: int, now: dt.datetime):
+        """`forecast_policy` (or `plan_policy`, for a policy with plans) in the process pool
+        (CPU-bound fits use every core), or here without one."""
+        work = plan_policy if policy.forecast is not None and policy.forecast.plan is not None else forecast_policy
         pool = self.pool
         if pool is None:
-            return forecast_policy(series, policy, current, now)
+            return work(series, policy, current, now)
         try:
-            return pool.submit(forecast_policy, series, policy, current, now).result()
+            return pool.submit(work, series, policy, current, now).result()
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory): every later fit would fail too, so
             # start a new pool and try once more; one bad fit must not stop the rest.
             log.warning("forecast worker process died; starting a new pool")
-            return self._renewed_pool(pool).submit(forecast_policy, series, policy, current, now).result()
+            return self._renewed_pool(pool).submit(work, series, policy, current, now).result()
 
     def _renewed_pool(self, broken: concurrent.futures.Executor) -> concurrent.futures.Executor:
         with self._pool_lock:
@@ -221,6 +348,8 @@ class Forecaster:
             return self._fail(body, namespace, name, "FitFailed", f"{type(err).__name__}: {err}", started)
 
         self._previous[(namespace, name)] = sized.forecast
+        if isinstance(sized, PlannedForecast):
+            return self._propose_plan(body, policy, series, sized, current, now, started)
         elapsed = time.monotonic() - started
         metrics.FORECAST_DURATION.observe(elapsed)
         if not sized.sizing.changes:
@@ -229,6 +358,12 @@ class Forecaster:
             return RoundResult(namespace, name, "unchanged", "NoChange", message, seconds=elapsed)
 
         proposal = build_proposal(policy, sized, self.identity, now, gitops=self.output == "yaml")
+        return self._submit(body, proposal, sized.sizing.reason, now, elapsed)
+
+    def _submit(self, body: dict, proposal: dict, reason: str, now: dt.datetime, elapsed: float) -> RoundResult:
+        """Create `proposal` (or write it as a manifest) and record it on the policy."""
+        meta = proposal["metadata"]
+        namespace, name = meta["namespace"], proposal["spec"]["policyRef"]["name"]
         if self.output == "yaml":
             if self.output_dir is not None:
                 self._write_manifest(proposal)
@@ -236,12 +371,75 @@ class Forecaster:
             try:
                 self.kube.create_proposal(namespace, proposal)
             except Conflict:
-                log.info("proposal %s/%s already exists; not proposing twice", namespace, proposal["metadata"]["name"])
+                log.info("proposal %s/%s already exists; not proposing twice", namespace, meta["name"])
         metrics.PROPOSALS_CREATED.labels(namespace, name).inc()
-        message = f"proposed {proposal['metadata']['name']}: {sized.sizing.reason}"
-        self._set_ready(body, True, "Proposed", message, now, last_proposal=proposal["metadata"]["name"])
+        message = f"proposed {meta['name']}: {reason}"
+        self._set_ready(body, True, "Proposed", message, now, last_proposal=meta["name"])
         log.info("%s/%s: %s", namespace, name, message)
         return RoundResult(namespace, name, "proposed", "Proposed", message, proposal=proposal, seconds=elapsed)
+
+    def _propose_plan(self, body: dict, policy: Policy, series, planned: PlannedForecast, current: int,
+                      now: dt.datetime, started: float) -> RoundResult:
+        """The re-plan rule against the policy's newest open plan: propose `planned` or keep it.
+        Listing the policy's proposals is an API call: a KubeError goes to the round's caller
+        (ApiError), and no plan is proposed without knowing which one is open."""
+        namespace, name = policy.namespace, policy.name
+        spec = policy.forecast
+        assert spec is not None
+        bodies = list(self.kube.iter_proposals(namespace, selector=f"{POLICY_LABEL}={name}"))
+        open_plan, active = open_plans(bodies, now)
+        breached = self._report_breaches(policy, active, series, now)
+        decision = plans.replan(None if open_plan is None else plan_of(open_plan), planned.plan, now,
+                                approval_seconds=policy.proposal_ttl_seconds, interval_seconds=spec.interval_seconds,
+                                breached=breached)
+        elapsed = time.monotonic() - started
+        metrics.FORECAST_DURATION.observe(elapsed)
+        if not decision.propose or all(step.replicas == current for step in planned.plan.steps):
+            reason = decision.reason if not decision.propose else "NoChange"
+            message = (decision.message if not decision.propose
+                       else f"no change: every step of the new plan keeps {current} replicas ({decision.message})")
+            self._set_ready(body, True, reason, message, now)
+            return RoundResult(namespace, name, "unchanged", reason, message, seconds=elapsed)
+        proposal = build_plan_proposal(policy, planned, decision, current, self.identity, now,
+                                       gitops=self.output == "yaml")
+        return self._submit(body, proposal, proposal["spec"]["reason"], now, elapsed)
+
+    def _report_breaches(self, policy: Policy, active: Proposal | None, series, now: dt.datetime) -> bool:
+        """Whether the load went above a step's upper bound of the plan in effect since the
+        last round; each step breached is reported once: a `PlanBreached` Event on the
+        proposal (not in GitOps mode, which only writes manifests) and the counter."""
+        key = (policy.namespace, policy.name)
+        spec = policy.forecast
+        assert spec is not None
+        since = self._breaches_checked.get(key, now - dt.timedelta(seconds=spec.interval_seconds))
+        self._breaches_checked[key] = now
+        if active is None:
+            self._breaches_reported.pop(key, None)
+            return False
+        applied = [r.applied_at for r in active.receipts if r.applied_at is not None]
+        start = pd.Timestamp(max([since, *applied[:1]]))
+        index = series.index if series.index.tz is not None else series.index.tz_localize("UTC")
+        recent = series[index >= start]
+        found = plans.breaches(plan_of(active), recent)
+        uid, reported = self._breaches_reported.get(key, ("", set()))
+        if uid != active.uid:
+            reported = set()
+        for breach in found:
+            if breach.step_at in reported:
+                continue
+            reported.add(breach.step_at)
+            metrics.PLAN_BREACHES.labels(policy.namespace, policy.name).inc()
+            message = f"{breach.describe()}; the plan's replicas were sized for that bound"
+            log.warning("%s/%s: plan %s breached: %s", policy.namespace, policy.name, active.name, message)
+            if self.output != "yaml":
+                involved = {"apiVersion": API_VERSION, "kind": PROPOSAL_KIND, "name": active.name,
+                            "namespace": active.namespace, "uid": active.uid}
+                try:
+                    self.kube.emit_event(involved, "Warning", "PlanBreached", message)
+                except KubeError as err:  # the metric and the log still say it
+                    log.warning("could not post PlanBreached on %s/%s: %s", active.namespace, active.name, err)
+        self._breaches_reported[key] = (active.uid, reported)
+        return bool(found)
 
     def _check_previous(self, policy: Policy, series) -> None:
         previous = self._previous.get((policy.namespace, policy.name))

@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .models import HoltWinters
-from .accuracy import mase, seasonal_naive_mae
 from . import plans
+from .accuracy import mase, seasonal_naive_mae
+from .models import HoltWinters
 from .pipeline import DEFAULT_MODELS, forecast_series
 from .series import DAY_SECONDS, ForecastError, regularize
 from .sizing import size_replicas
@@ -120,7 +120,7 @@ class BacktestSettings:
     def __post_init__(self):
         if bool(self.plan_horizon_seconds) != bool(self.plan_step_seconds):
             raise ValueError("plan_horizon_seconds and plan_step_seconds go together: set both or neither")
-        if self.plans and self.plan_horizon_seconds % self.plan_step_seconds:
+        if self.plan_horizon_seconds and self.plan_step_seconds and self.plan_horizon_seconds % self.plan_step_seconds:
             raise ValueError("plan_horizon_seconds must be a multiple of plan_step_seconds")
         if self.plans and self.interval != "pointwise":
             raise ValueError("plans are built from the pointwise interval")
@@ -288,10 +288,10 @@ def run_backtest(
     replicas = {s.name: np.zeros(eval_end - eval_start, dtype=np.int64) for s in interval_strategies}
     current = {s.name: initial for s in interval_strategies}
     changes = {s.name: 0 for s in interval_strategies}
-    forecasts = {s.name: [] for s in interval_strategies}
-    bounds = {s.name: [] for s in interval_strategies}
-    samples_under = {s.name: [] for s in interval_strategies}
-    band_hits = {s.name: [] for s in interval_strategies}
+    forecasts: dict[str, list[tuple[int, np.ndarray]]] = {s.name: [] for s in interval_strategies}
+    bounds: dict[str, list[bool]] = {s.name: [] for s in interval_strategies}
+    samples_under: dict[str, list[float]] = {s.name: [] for s in interval_strategies}
+    band_hits: dict[str, list[float]] = {s.name: [] for s in interval_strategies}
     cpu = {s.name: 0.0 for s in interval_strategies}
     errors: dict[str, int] = {}
     lookback_points = int(max(settings.lookback_seconds, settings.train_days * DAY_SECONDS) // step)
@@ -302,7 +302,8 @@ def run_backtest(
         replicas["scalegate"][:] = initial
     plan_replay = _PlanReplay(settings, capacity, initial, step) if planning else None
 
-    for done, point in enumerate(decision_points, start=1):
+    for done, decision_point in enumerate(decision_points, start=1):
+        point = int(decision_point)
         history = regular.values.iloc[max(0, point - lookback_points) : point]
         until = min(point + per_decision, eval_end)
         for strategy in interval_strategies:
@@ -328,7 +329,7 @@ def run_backtest(
                     band_hits[strategy.name].append(np.mean(horizon <= decision.upper_band[:horizon_points]))
         if plan_replay is not None:
             started = time.process_time()
-            plan_replay.decide(history, index[point], int(point), values)
+            plan_replay.decide(history, index[point], point, values)
             cpu["scalegate"] = cpu.get("scalegate", 0.0) + time.process_time() - started
         if progress:
             progress(done, len(decision_points))
@@ -510,9 +511,11 @@ class _PlanReplay:
     plan (pending, else in effect); :class:`PlanBook` keeps the record."""
 
     def __init__(self, settings: BacktestSettings, capacity: float, initial: int, step: int):
+        assert settings.plan_horizon_seconds and settings.plan_step_seconds, "plans need both settings"
         self.settings, self.capacity = settings, capacity
+        self.plan_horizon, self.plan_step = settings.plan_horizon_seconds, settings.plan_step_seconds
         self.book = PlanBook(initial, settings.approval_delay_seconds)
-        self.horizon_points = max(1, math.ceil(settings.plan_horizon_seconds / step))
+        self.horizon_points = max(1, math.ceil(self.plan_horizon / step))
         self.reasons: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.forecasts: list[tuple[int, np.ndarray]] = []
@@ -522,13 +525,13 @@ class _PlanReplay:
         """One decision at ``now`` (sample ``point`` of ``values``), from ``history`` before it."""
         settings = self.settings
         try:
-            forecast = plans.forecast_plan(history, settings.plan_horizon_seconds, settings.plan_step_seconds,
-                                           settings.confidence, now, models=settings.models)
+            forecast = plans.forecast_plan(history, self.plan_horizon, self.plan_step, settings.confidence, now,
+                                           models=settings.models)
         except ForecastError as exc:
             self.errors[exc.reason] = self.errors.get(exc.reason, 0) + 1
             return
-        new = plans.build_plan(forecast, self.capacity, self.book.replicas_at(now), settings.plan_step_seconds,
-                               settings.plan_horizon_seconds, now=now)
+        new = plans.build_plan(forecast, self.capacity, self.book.replicas_at(now), self.plan_step, self.plan_horizon,
+                               now=now)
         self._score(forecast, point, values)
         open_plan = self.book.open_plan(now)
         decision = plans.replan(open_plan, new, now, approval_seconds=settings.approval_delay_seconds,

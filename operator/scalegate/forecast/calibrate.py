@@ -240,7 +240,9 @@ class Calibration:
         path = np.asarray(path, dtype=float)
         if np.ndim(self.upper_offset) == 0:
             path = path.max(keepdims=True)
-        return tuple(float(np.max(path + offset)) for offset in (self.lower_offset, self.median_offset, self.upper_offset))
+        lower, median, upper = (float(np.max(path + offset))
+                                for offset in (self.lower_offset, self.median_offset, self.upper_offset))
+        return lower, median, upper
 
 
 def calibrate(

@@ -31,9 +31,9 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import calibrate as cal
+from .accuracy import mase, seasonal_naive_mae
 from .models import ErrorCorrected, Estimator, FittedModel, HoltWinters, MSTLHolt, SeasonalNaive
 from .resample import bin_means, choose_resolution, season_length
-from .accuracy import mase, seasonal_naive_mae
 from .series import DAY_SECONDS, ForecastError, RegularSeries, check_fresh, regularize
 
 #: Models tried unless the caller names others (each as it is and with its error correction).
@@ -229,7 +229,7 @@ def forecast_series(
         )
 
     losses = _selection_losses(candidates, high_level)
-    chosen_name = min(losses, key=losses.get)
+    chosen_name = min(losses, key=lambda name: losses[name])
     chosen = candidates[chosen_name]
     calibration = cal.calibrate(chosen.scores, confidence, interval, layout.horizon_bins, layout.horizon_bins)
 
@@ -336,7 +336,9 @@ def _backtested_candidates(
     candidates: dict[str, _Candidate] = {}
     failures: list[str] = []
     estimators = [
-        e for e in _estimators(len(bins), season, int(MSTL_HOLDOUT_SECONDS // resolution), resolution) if e.name in models
+        e
+        for e in _estimators(len(bins), season, int(MSTL_HOLDOUT_SECONDS // resolution), resolution)
+        if e.name in models
     ]
     for estimator in estimators:
         try:

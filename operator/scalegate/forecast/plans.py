@@ -66,7 +66,6 @@ Breaches (:func:`breaches`)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -182,7 +181,7 @@ class Plan:
         """Replicas x seconds over ``[start, end)``, within ``[first at, ends_at)``."""
         lo, hi = max(_ns(start), int(self._ats[0])), min(_ns(end), _ns(self.ends_at))
         total = 0.0
-        for step, step_end in zip(self.steps, self.step_ends()):
+        for step, step_end in zip(self.steps, self.step_ends(), strict=True):
             a, b = max(lo, _ns(step.at)), min(hi, _ns(step_end))
             if b > a:
                 total += step.replicas * (b - a) / 1e9
@@ -192,7 +191,8 @@ class Plan:
         """E.g. ``24 steps of 1h from 21:00 to 21:00 UTC, 4 to 12 replicas``."""
         replicas = [s.replicas for s in self.steps]
         span = (self.ends_at - self.start).total_seconds()
-        lengths = {int((b - s.at).total_seconds()) for s, b in zip(self.steps[1:-1], self.step_ends()[1:-1])}
+        inner = zip(self.steps[1:-1], self.step_ends()[1:-1], strict=True)
+        lengths = {int((end - step.at).total_seconds()) for step, end in inner}
         every = f" of {_duration(lengths.pop())}" if len(lengths) == 1 else ""
         low, high = min(replicas), max(replicas)
         return (f"{len(self.steps)} steps{every} over {_duration(span)} from {self.start:%H:%M} to "
@@ -273,7 +273,7 @@ def build_plan(
     horizon_seconds: int,
     *,
     now: datetime | pd.Timestamp | None = None,
-    bounds: Bounds = Bounds(),
+    bounds: Bounds | None = None,
     min_first_step_seconds: float = 0,
 ) -> Plan:
     """The plan for the ``horizon_seconds`` after ``now``, in steps of ``step_seconds``.
@@ -290,7 +290,8 @@ def build_plan(
         The policy's ``planStepSeconds`` and ``planHorizonSeconds``.
     now : datetime, optional
         The first step's time; default the forecast's first sample.
-    bounds : rules.Bounds
+    bounds : rules.Bounds, optional
+        The policy's; default none.
     min_first_step_seconds : float, default 0
         The policy's ``cooldownSeconds`` (see :func:`step_times`).
 
@@ -304,6 +305,7 @@ def build_plan(
     """
     if not forecast.upper_band:
         raise ValueError("a plan needs a pointwise forecast (one upper band per sample)")
+    bounds = bounds or Bounds()
     sample = pd.Timedelta(seconds=forecast.step_seconds)
     origin = _utc(forecast.window_end) + sample
     start = origin if now is None else _utc(now)
@@ -335,7 +337,7 @@ def build_plan(
         bounds_of_step.append(high)
 
     replicas = ramp(needs, current_replicas, bounds)
-    for k, (r, need) in enumerate(zip(replicas, needs)):
+    for k, (r, need) in enumerate(zip(replicas, needs, strict=True)):
         if r < need:
             capped.append((k, MAX_STEP_UP))
     previous = current_replicas
@@ -350,12 +352,13 @@ def build_plan(
             )
         previous = r
     steps = tuple(PlannedStep(at, r, peak, high, need, expect)
-                  for at, r, peak, high, need, expect in zip(ats, replicas, peaks, bounds_of_step, needs, expects))
-    ramped = tuple(k for k, (r, need) in enumerate(zip(replicas, needs)) if r > need)
+                  for at, r, peak, high, need, expect
+                  in zip(ats, replicas, peaks, bounds_of_step, needs, expects, strict=True))
+    ramped = tuple(k for k, (r, need) in enumerate(zip(replicas, needs, strict=True)) if r > need)
     return Plan(steps, ends_at, current_replicas, ramped, tuple(sorted(capped)))
 
 
-def ramp(needs: Sequence[int], current: int, bounds: Bounds = Bounds()) -> list[int]:
+def ramp(needs: Sequence[int], current: int, bounds: Bounds | None = None) -> list[int]:
     """The cheapest replicas per step that are never below ``needs`` and keep the step limits.
 
     Backwards, a step is raised to ``next - maxStepUp`` so that every rise is reached in
@@ -364,6 +367,7 @@ def ramp(needs: Sequence[int], current: int, bounds: Bounds = Bounds()) -> list[
     only where ``current`` is too far below the first needs: those steps stay below their
     need, climbing by ``maxStepUp`` a step (no schedule could do better).
     """
+    bounds = bounds or Bounds()
     up, down = bounds.max_step_up, bounds.max_step_down
     early = list(needs)
     if up is not None:
@@ -428,7 +432,7 @@ def replan(
     fix_from = now + pd.Timedelta(seconds=approval_seconds)
     fix_by = fix_from + pd.Timedelta(seconds=interval_seconds)
 
-    for step, step_end in zip(new.steps, new.step_ends()):
+    for step, step_end in zip(new.steps, new.step_ends(), strict=True):
         if step_end <= fix_from or step.needed is None:
             continue
         if step.at >= fix_by:
@@ -456,11 +460,11 @@ def replan(
     takeover = now + pd.Timedelta(seconds=approval_seconds)
     until = min(open_plan.ends_at, new.ends_at)
     if until > takeover:
-        held, needed = open_plan.replica_seconds(takeover, until), new.replica_seconds(takeover, until)
-        if held > (1 + waste_threshold) * needed:
-            extra = f"{(held / needed - 1):.0%} more" if needed > 0 else "replicas where none are needed"
+        kept, needed = open_plan.replica_seconds(takeover, until), new.replica_seconds(takeover, until)
+        if kept > (1 + waste_threshold) * needed:
+            extra = f"{(kept / needed - 1):.0%} more" if needed > 0 else "replicas where none are needed"
             return Replan(True, WASTEFUL,
-                          f"{label} holds {held / 3600:.1f} replica-hours until {until:%H:%M} UTC, {extra} than the "
+                          f"{label} holds {kept / 3600:.1f} replica-hours until {until:%H:%M} UTC, {extra} than the "
                           f"new forecast needs ({needed / 3600:.1f}; threshold {waste_threshold:.0%})")
     return Replan(False, PLAN_HOLDS, f"{label} covers the new forecast until {open_plan.ends_at:%H:%M} UTC")
 
@@ -491,7 +495,7 @@ def breaches(plan: Plan, realised: pd.Series, skip: Iterable[pd.Timestamp] = ())
     values = pd.Series(values.to_numpy(), index=index.tz_convert("UTC"))
     seen = {_ns(t) for t in skip}
     found = []
-    for step, end in zip(plan.steps, plan.step_ends()):
+    for step, end in zip(plan.steps, plan.step_ends(), strict=True):
         if step.upper_bound is None or _ns(step.at) in seen:
             continue
         window = values[(values.index >= step.at) & (values.index < end)]
@@ -520,11 +524,10 @@ def _ns_array(times) -> np.ndarray:
 
 
 def _duration(seconds: float) -> str:
+    """For people: "24h", "30 min", "1h 30 min", "45s" (to the minute from a minute on)."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds}s"
+    minutes = int(round(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(part for part in (f"{hours}h" if hours else "", f"{minutes} min" if minutes else "") if part)

@@ -50,7 +50,7 @@ def size_replicas(
     capacity_per_replica: float,
     current_replicas: int,
     *,
-    bounds: Bounds = Bounds(),
+    bounds: Bounds | None = None,
     confidence: float = 0.95,
     peak_time: datetime | None = None,
     unit: str = "",
@@ -86,6 +86,7 @@ def size_replicas(
         allows, so every count the operator would accept is out of reach; a proposal
         would only be rejected (the contract never clamps), so none is made.
     """
+    bounds = bounds or Bounds()
     desired = replicas_for(upper_bound, capacity_per_replica)
     replicas, limited = bounds.nearest(desired, current_replicas)
     broken = bounds.violations(replicas, current_replicas)

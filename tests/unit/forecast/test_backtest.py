@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from harness import load_dir
 
 from scalegate.forecast.backtest import DEFAULT_STRATEGIES, BacktestSettings, default_capacity, run_backtest
 from scalegate.forecast.backtest_cli import register
 from scalegate.forecast.series import load_csv
-
-from harness import load_dir
 
 pytestmark = pytest.mark.unit
 

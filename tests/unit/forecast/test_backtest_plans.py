@@ -26,7 +26,8 @@ def daily_cycle(days, step=300) -> pd.Series:
 
 def hourly(replicas, start, upper=None) -> Plan:
     upper = upper or [None] * len(replicas)
-    return Plan(tuple(PlannedStep(start + k * HOUR, r, None, u) for k, (r, u) in enumerate(zip(replicas, upper))),
+    steps = enumerate(zip(replicas, upper, strict=True))
+    return Plan(tuple(PlannedStep(start + k * HOUR, r, None, u) for k, (r, u) in steps),
                 start + len(replicas) * HOUR)
 
 
@@ -112,3 +113,25 @@ def test_plan_settings_go_together():
         BacktestSettings(plan_horizon_seconds=DAY)
     with pytest.raises(ValueError):
         BacktestSettings(plan_horizon_seconds=DAY, plan_step_seconds=7000)
+
+
+def test_cli_replays_plans_and_prints_approvals_per_day(tmp_path, capsys):
+    import argparse
+
+    from scalegate.forecast.backtest_cli import register
+
+    path = tmp_path / "cycle.csv"
+    series = daily_cycle(7)
+    pd.DataFrame({"timestamp": series.index.tz_localize(None), "value": series.to_numpy()}).to_csv(path, index=False)
+    parser = argparse.ArgumentParser(prog="scalegate")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["backtest", "--data", str(path), "--capacity-per-replica", "10", "--train-days", "5",
+                              "--eval-days", "2", "--plan-horizon", "86400", "--plan-step", "3600",
+                              "--approval-delay", "1800", "--json"])
+    assert args.func(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["approvals_per_day"]["scalegate"] == pytest.approx(1.5)
+    assert payload["plan"]["approval_delay_seconds"] == 1800 and payload["plan"]["plan_step_seconds"] == 3600
+    args = parser.parse_args(["backtest", "--data", str(path), "--plan-step", "3600"])
+    assert args.func(args) == 2  # a step without a horizon
+    assert "--plan-step needs --plan-horizon" in capsys.readouterr().err

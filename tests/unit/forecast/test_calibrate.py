@@ -159,3 +159,30 @@ def test_zero_width_is_certain_even_at_zero_level():
     check_certainty(0.0, 0.0, 0.0, 0.95)
     with pytest.raises(ForecastError):
         check_certainty(0.0, 0.0, 1.0, 0.95)
+
+
+def test_a_score_not_known_yet_is_left_out_of_its_leads_quantile():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0, 1, (60, 3))
+    scores[-20:, 2] = np.nan  # the newest origins' third lead has not come yet
+    scores[-5:, 1] = np.nan
+    upper = conformal_quantile(scores, 0.9, per_lead=True)
+    for lead in range(3):
+        known = scores[~np.isnan(scores[:, lead]), lead]
+        assert upper[lead] == conformal_quantile(known, 0.9)
+    assert np.isfinite(pinball_loss(scores, upper, 0.9))
+    conformal_quantile(scores[:, :2], 0.98, per_lead=True)  # 60 and 55 known scores bound 98%
+    with pytest.raises(ForecastError) as err:  # the third lead's 40 do not (41 needed)
+        conformal_quantile(scores, 0.98, per_lead=True)
+    assert err.value.reason == "InsufficientData"
+
+
+def test_calibration_with_scores_not_known_yet_measures_coverage_on_complete_origins():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(0, 1, (200, 4))
+    partial = np.vstack([scores, np.where(np.arange(4) < 2, 5.0, np.nan) * np.ones((3, 4))])
+    full, with_partial = calibrate(scores, 0.9, "pointwise", 4, 4), calibrate(partial, 0.9, "pointwise", 4, 4)
+    assert with_partial.coverage == full.coverage  # the three partial origins are not evaluated
+    assert with_partial.scores == full.scores + 6  # but their known scores count
+    assert np.all(with_partial.upper_offset[:2] >= full.upper_offset[:2])
+    assert np.all(with_partial.upper_offset[2:] == full.upper_offset[2:])

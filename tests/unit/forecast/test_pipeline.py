@@ -3,12 +3,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from harness import load_dir
 
 from scalegate.forecast import Forecast, ForecastError, forecast_series, load_csv
 from scalegate.forecast.pipeline import ALL_MODELS, DEFAULT_MODELS
 from scalegate.forecast.series import MAX_INTERPOLATED_GAP_STEPS
-
-from harness import load_dir
 
 pytestmark = pytest.mark.unit
 
@@ -243,3 +242,27 @@ def test_error_correction_wins_where_errors_persist():
     assert corrected.model == "seasonal-naive(seasonal=144) + error correction"
     losses = dict(corrected.candidates)
     assert losses[corrected.model] < 0.8 * losses["seasonal-naive(seasonal=144)"]
+
+
+def test_partial_origins_let_a_day_long_horizon_see_the_last_hours():
+    """A level shift six hours ago: with the newest origins (their day has not come yet) the
+    calibration scores the hours since the shift, and the next half hour stays bounded above it."""
+    series = synthetic(days=8, noise=2.0, amplitude=20.0)
+    shifted = series.copy()
+    shifted.iloc[-72:] += 150.0  # the last six hours
+    horizon = DAY + 4 * 300
+    blind = forecast_series(shifted, horizon, 0.95, resolution_seconds=1800)
+    seeing = forecast_series(shifted, horizon, 0.95, resolution_seconds=1800, partial_origins=True)
+    level = float(shifted.iloc[-12:].mean())
+    assert max(seeing.upper_band[:6]) >= level  # the next half hour is bounded above the new level
+    # the newest origins' known scores are counted (without them, the last day's origins are dropped)
+    assert seeing.calibration_scores > blind.calibration_scores
+    # on a series without a change, the newest origins change little
+    calm = forecast_series(series, horizon, 0.95, resolution_seconds=1800, partial_origins=True)
+    plain = forecast_series(series, horizon, 0.95, resolution_seconds=1800)
+    assert calm.upper_bound == pytest.approx(plain.upper_bound, rel=0.1)
+
+
+def test_partial_origins_need_the_pointwise_interval():
+    with pytest.raises(ValueError):
+        forecast_series(synthetic(days=4), DAY, 0.95, interval="peak", partial_origins=True)

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
@@ -36,7 +35,7 @@ def plan_of(replicas, start=T, every=HOUR, needed=None, upper=None, expected=Non
     upper = upper or [None] * len(replicas)
     expected = expected or [None] * len(replicas)
     steps = tuple(PlannedStep(start + k * every, r, None, u, n, e)
-                  for k, (r, n, u, e) in enumerate(zip(replicas, needed, upper, expected)))
+                  for k, (r, n, u, e) in enumerate(zip(replicas, needed, upper, expected, strict=False)))
     return Plan(steps, start + len(replicas) * every, name=name)
 
 
@@ -91,7 +90,7 @@ def test_a_rise_beyond_max_step_up_is_ramped_up_earlier_never_clamped():
     assert replicas == [2, 2, 4, 7, 10, 10]
     assert all(s.replicas >= s.needed for s in plan.steps)
     assert plan.ramped == (2, 3)
-    assert all(b - a <= 3 for a, b in zip(replicas, replicas[1:]))
+    assert all(b - a <= 3 for a, b in zip(replicas, replicas[1:], strict=False))
 
 
 def test_a_fall_beyond_max_step_down_steps_down_no_faster_than_allowed():
@@ -128,7 +127,7 @@ def test_a_forecast_shorter_than_the_plan_is_refused():
 def test_ramp_keeps_the_limits_and_is_the_cheapest_schedule_that_does(needs, current, up, down):
     out = ramp(needs, current, Bounds(max_step_up=up, max_step_down=down))
     previous = [current] + out[:-1]
-    for k, (r, before) in enumerate(zip(out, previous)):
+    for k, (r, before) in enumerate(zip(out, previous, strict=False)):
         assert up is None or r - before <= up
         assert down is None or before - r <= down
         if r < needs[k]:
