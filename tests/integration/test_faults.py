@@ -250,7 +250,7 @@ def test_a_concurrent_writer_is_never_overwritten(cluster, namespace, component_
             replicas = current + 1 if current % 2 == 0 else current + 2  # the operator's always odd
             s.create("scalingproposals", proposal(name, "web", "web", current=current, replicas=replicas))
 
-            def other_writes() -> None:
+            def other_writes(base: int = base) -> None:
                 other.append(max(other[-1], base) + 2)
                 apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": other[-1]}})
 
