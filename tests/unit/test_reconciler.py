@@ -1081,19 +1081,21 @@ def _broken(mutate: Callable[[dict], Any]) -> dict:
 
 
 @pytest.mark.parametrize(
-    "body, message_part",
+    "mutate, message_part",
     [
-        pytest.param(_broken(lambda b: b["spec"].update(replicas="nine")), "spec.replicas must be an integer",
+        pytest.param(lambda b: b["spec"].update(replicas="nine"), "spec.replicas must be an integer",
                      id="replicas-string"),
-        pytest.param(_broken(lambda b: b["spec"].pop("validUntil")), "spec.validUntil is required",
+        pytest.param(lambda b: b["spec"].pop("validUntil"), "spec.validUntil is required",
                      id="no-validUntil"),
-        pytest.param(_broken(lambda b: b.update(status={"phase": "Done"})), "status.phase 'Done'",
+        pytest.param(lambda b: b.update(status={"phase": "Done"}), "status.phase 'Done'",
                      id="unknown-phase"),
-        pytest.param(_broken(lambda b: b.pop("spec")), "spec is missing", id="no-spec"),
+        pytest.param(lambda b: b.pop("spec"), "spec is missing", id="no-spec"),
     ],
 )
-def test_invalid_proposal_fails_closed(kube, reconciler, body, message_part):
-    put(kube, body)
+def test_invalid_proposal_fails_closed(kube, reconciler, mutate, message_part):
+    # Each run breaks a fresh body: a body built once at collection would carry one run's
+    # writes into the next (mutation testing reruns the same parameters).
+    put(kube, _broken(mutate))
     assert reconcile(reconciler) is None
     status = kube.status()
     assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.INVALID_PROPOSAL)
