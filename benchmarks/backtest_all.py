@@ -18,7 +18,9 @@ the other baselines do not depend on plans) and prints the trade-off table:
 mean approvals per day, mean and worst under-provisioning, replica-hours vs
 the hourly oracle. The issue's goal is ``--grid ...:86400 --approval-delay 1800``
 at the default split: <= 1.5 approvals per workload per day, <= 1.0% mean and
-<= 3% worst under-provisioned, <= 1.15x the oracle's replica-hours.
+<= 3% worst under-provisioned, <= 1.15x the oracle's replica-hours. The table
+ends with the default plan step and horizon that the README's rule chooses
+(:func:`choose_default`); ``--report GRID.json`` re-prints all of it from a grid's JSON.
 
 Usage::
 
@@ -26,6 +28,7 @@ Usage::
         [--interval pointwise|peak] [--models a,b] [--extra] [--only s1,s2] [--timing-calls 50]
         [--train-days 7] [--eval-days 7] [--series a,b]
         [--plan-horizon SECONDS --plan-step SECONDS] [--approval-delay SECONDS] [--grid STEPS:HORIZONS]
+        [--report GRID.json]
 
 ``LOAD_DIR`` defaults to ``$SCALEGATE_LOAD_DIR`` or the repository's ``tests/data/load``.
 """
@@ -212,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", metavar="STEPS:HORIZONS",
                         help="replay scalegate with plans for every step and horizon, "
                         "e.g. 600,1800,3600:21600,43200,86400")
+    parser.add_argument("--report", metavar="GRID.json",
+                        help="re-print the table, the per-series figures and the chosen default of a grid's JSON")
     args = parser.parse_args(argv)
 
+    if args.report:
+        print_grid(json.loads(Path(args.report).read_text(encoding="utf-8")))
+        return 0
     paths = sorted(str(p) for p in Path(args.load_dir).glob("*.csv"))
     if args.series:
         wanted = set(args.series.split(","))
@@ -288,6 +296,34 @@ def main(argv: list[str] | None = None) -> int:
 GOAL = {"approvals": 1.5, "mean_under": 0.010, "worst_under": 0.03, "cost": 1.15}
 
 
+def goals_met(row: dict) -> dict[str, bool]:
+    """Which of the issue's four goals a grid row's mean figures meet."""
+    return {
+        "approvals": row["approvals_per_day"] <= GOAL["approvals"],
+        "mean_under": row["mean_under_provisioned"] <= GOAL["mean_under"],
+        "worst_under": row["worst_under_provisioned"] <= GOAL["worst_under"],
+        "cost": row["replica_hours_vs_oracle"] <= GOAL["cost"],
+    }
+
+
+def choose_default(table: list[dict]) -> dict | None:
+    """The default plan step and horizon, by the rule stated in the README (Performance,
+    "Plans"), fixed before the grid was measured:
+
+    1. the cells whose mean figures meet every goal; if none does, those meeting the most;
+    2. of those, the longest horizon (one plan a day is what plans are for);
+    3. then the coarsest step (fewer steps to read and apply, and less reliance on the
+       fine structure of the recorded series);
+    4. remaining ties: fewer approvals per day, then the lower worst-series under-provisioning.
+    """
+    if not table:
+        return None
+    most = max(sum(goals_met(row).values()) for row in table)
+    candidates = [row for row in table if sum(goals_met(row).values()) == most]
+    return min(candidates, key=lambda row: (-row["plan_horizon_seconds"], -row["plan_step_seconds"],
+                                            row["approvals_per_day"], row["worst_under_provisioned"]))
+
+
 def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
     """scalegate (and the oracle) for every plan step and horizon of ``args.grid``; the trade-off table."""
     step_text, _, horizon_text = args.grid.partition(":")
@@ -325,23 +361,8 @@ def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
             "replica_hours_vs_oracle": summary["mean_replica_hours_vs_oracle"],
             "series": len(results),
         }
-        row["meets_goal"] = (row["approvals_per_day"] <= GOAL["approvals"]
-                             and row["mean_under_provisioned"] <= GOAL["mean_under"]
-                             and row["worst_under_provisioned"] <= GOAL["worst_under"]
-                             and row["replica_hours_vs_oracle"] <= GOAL["cost"])
+        row["meets_goal"] = all(goals_met(row).values())
         table.append(row)
-    print(f"\nplans, approval delay {base.approval_delay_seconds}s: mean over the series\n")
-    print(f"{'step':>6s} {'horizon':>8s} {'approvals/day':>14s} {'under (mean)':>13s} {'under (worst)':>14s} "
-          f"{'vs oracle':>10s} {'goal':>5s}")
-    for row in table:
-        print(f"{row['plan_step_seconds'] // 60:4d}m {row['plan_horizon_seconds'] // 3600:7d}h "
-              f"{row['approvals_per_day']:14.2f} {100 * row['mean_under_provisioned']:12.2f}% "
-              f"{100 * row['worst_under_provisioned']:13.2f}% {row['replica_hours_vs_oracle']:9.3f}x "
-              f"{'met' if row['meets_goal'] else '-':>5s}")
-    for step, horizon in cells:
-        if by_cell[(step, horizon)]:
-            print(f"\nstep {step // 60} min, horizon {horizon // 3600} h:")
-            _print_plan_series(by_cell[(step, horizon)])
     report = {
         "settings": {"approval_delay_seconds": base.approval_delay_seconds, "train_days": base.train_days,
                      "eval_days": base.eval_days, "confidence": base.confidence, "load_dir": args.load_dir},
@@ -349,10 +370,36 @@ def run_grid(args, paths: list[str], base: BacktestSettings) -> int:
         "table": table,
         "series": {f"{step}:{horizon}": results for (step, horizon), results in by_cell.items()},
     }
+    print_grid(report)
     print("\n" + json.dumps({"table": table}, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
+
+
+def print_grid(report: dict) -> None:
+    """The trade-off table of a grid report (as ``--grid ... --json`` writes it), each cell's
+    figures per series, and the default the README's rule chooses (:func:`choose_default`)."""
+    table = report["table"]
+    print(f"\nplans, approval delay {report['settings']['approval_delay_seconds']}s: mean over the series\n")
+    print(f"{'step':>6s} {'horizon':>8s} {'approvals/day':>14s} {'under (mean)':>13s} {'under (worst)':>14s} "
+          f"{'vs oracle':>10s} {'goal':>5s}")
+    for row in table:
+        print(f"{row['plan_step_seconds'] // 60:4d}m {row['plan_horizon_seconds'] // 3600:7d}h "
+              f"{row['approvals_per_day']:14.2f} {100 * row['mean_under_provisioned']:12.2f}% "
+              f"{100 * row['worst_under_provisioned']:13.2f}% {row['replica_hours_vs_oracle']:9.3f}x "
+              f"{'met' if row['meets_goal'] else '-':>5s}")
+    for key, results in report["series"].items():
+        if results:
+            step, horizon = (int(x) for x in key.split(":"))
+            print(f"\nstep {step // 60} min, horizon {horizon // 3600} h:")
+            _print_plan_series(results)
+    chosen = choose_default(table)
+    if chosen is not None:
+        met = goals_met(chosen)
+        print(f"\ndefault by the README's rule: step {chosen['plan_step_seconds']}s, horizon "
+              f"{chosen['plan_horizon_seconds']}s; goals met: {sum(met.values())} of 4"
+              + ("" if all(met.values()) else f" (missed: {', '.join(k for k, ok in met.items() if not ok)})"))
 
 
 def _print_plan_series(results: dict[str, dict]) -> None:
