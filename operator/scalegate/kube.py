@@ -564,6 +564,35 @@ class Kube:
                            "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
         return bool((result.get("status") or {}).get("allowed"))
 
+    # -- leases (coordination.k8s.io/v1): leader election and shards, see leases.py -----
+    @staticmethod
+    def _lease_path(namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    def get_lease(self, namespace: str, name: str) -> dict | None:
+        """The Lease; None if there is none."""
+        return self._get(f"get lease {namespace}/{name}", self._lease_path(namespace, name), True)
+
+    def create_lease(self, namespace: str, name: str, spec: dict, labels: dict[str, str] | None = None) -> dict:
+        """Create a Lease; Conflict (AlreadyExists) when another candidate created it first."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = labels
+        return self._raw(f"create lease {namespace}/{name}", "POST", self._lease_path(namespace),
+                         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec})
+
+    def replace_lease(self, namespace: str, name: str, spec: dict, resource_version: str,
+                      metadata: dict | None = None) -> dict:
+        """Replace the Lease's spec (a PUT) only if it is unchanged since `resource_version`
+        (else Conflict): two candidates that read the same record cannot both win. The
+        rest of `metadata` (labels, annotations of the object read) is kept as given."""
+        if not resource_version:  # a PUT without one would overwrite whatever is there
+            raise ValueError(f"replacing lease {namespace}/{name} needs the resourceVersion it was read at")
+        meta = dict(metadata or {}, name=name, namespace=namespace, resourceVersion=resource_version)
+        return self._raw(f"update lease {namespace}/{name}", "PUT", self._lease_path(namespace, name),
+                         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec})
+
     # -- events ------------------------------------------------------------------------
     def events_about(self, namespace: str, uid: str, kind: str = PROPOSAL_KIND) -> list[dict]:
         """The Events about one object (by uid)."""
