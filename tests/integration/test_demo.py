@@ -11,6 +11,10 @@ import sys
 import pytest
 
 from scalegate.dev.localprom import binaries_available
+from scalegate.kube import Kube, api_client
+from scalegate.model import TargetRef
+
+WEB = TargetRef("apps/v1", "Deployment", "web")
 
 
 @pytest.mark.skipif(not binaries_available(), reason="Debian's prometheus package is not installed")
@@ -36,14 +40,28 @@ def test_demo_proposes_prints_how_to_approve_and_applies_when_approved(tmp_path)
         # --approve approves with the batch command, as a person would.
         assert "approving as scalegate-dev-admin: kubectl scalegate approve --all -n scalegate-demo --yes" in out
         assert re.search(r"scalingproposal.scalegate.io/web-\S+ approved as scalegate-dev-admin", out)
-        if "      Plan:         " in out:  # a day's plan: shown step by step, applied from its first step
-            assert re.search(r"Plan: +2[45] steps every 1h, ", out), out
-            assert "Schedule (now: the step in effect" in out and "PREDICTED-PEAK" in out
-            assert re.search(r"Active: step 1 of 2[45] \(at \S+\): scaled Deployment/web from 2 to \d+ replicas", out)
-        else:  # the forecaster proposes single changes (until it makes plans)
-            assert "Applied: scaled Deployment/web from 2 to" in out
+        # The demo's policy asks for a day's plan: the proposal is one, shown step by step and
+        # applied from its first step.
+        assert "warning: the policy asks for plans" not in out
+        assert re.search(r"a plan of 2[45] steps, from \S+ to \S+", out), out
+        assert re.search(r"Plan: +2[45] steps every 1h, ", out), out
+        assert "Schedule (now: the step in effect" in out and "PREDICTED-PEAK" in out
+        assert re.search(r"Active: step 1 of 2[45] \(at \S+\): scaled Deployment/web from 2 to \d+ replicas", out)
+        assert re.search(r"step at \S+: Applied at \S+, 2 -> \d+ replicas", out), out
+        assert re.search(r"next step at \d{4}-\d\d-\d\dT\d\d:00:00Z", out), out
         state = json.loads((tmp_path / "demo" / "state.json").read_text())
         pids = [state["operatorPid"], state["prometheusPid"]]
+        # What the API server holds, not what the demo printed: a plan, Active, its first step applied.
+        name = re.search(r"pending proposals, and (web-\S+) as an approver sees it", out).group(1)
+        kube = Kube(api_client(state["kubeconfig"]))
+        proposal = kube.get_proposal("scalegate-demo", name)
+        schedule, status = proposal["spec"]["schedule"], proposal["status"]
+        assert len(schedule) > 1 and proposal["spec"]["endsAt"] > schedule[-1]["at"]
+        assert status["phase"] == "Active", status
+        first = status["steps"][0]
+        assert (first["at"], first["outcome"], first["previousReplicas"]) == (schedule[0]["at"], "Applied", 2)
+        assert first["replicas"] == schedule[0]["replicas"] == kube.get_scale("scalegate-demo", WEB).replicas
+        assert status["nextStepAt"] == schedule[1]["at"]
     finally:
         down = demo("down")
     assert down.returncode == 0, down.stderr

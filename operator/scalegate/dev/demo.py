@@ -191,8 +191,12 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
         log(f"      kubectl get spol web -n {NAMESPACE} -o yaml")
         return 0
     name = result.proposal["metadata"]["name"]
-
-    is_plan = bool(result.proposal["spec"].get("schedule"))
+    schedule = result.proposal["spec"].get("schedule") or []
+    is_plan = bool(schedule)
+    if not is_plan:  # the policy asks for plans: a single change here is a bug to see, not to hide
+        log(f"      warning: the policy asks for plans, but {name} is a single change")
+    else:
+        log(f"      a plan of {len(schedule)} steps, from {schedule[0]['at']} to {result.proposal['spec']['endsAt']}")
 
     # 7. What a person sees: the pending proposal, and the proposal as `kubectl scalegate show` prints it.
     log(f"[{next(step)}/{total}] pending proposals, and {name} as an approver sees it "
@@ -215,6 +219,14 @@ def _up(directory: Path, state: dict, kubeconfig: str | None, dev_cluster: bool,
         # A plan is Active once its first step is applied (Applied after its end); a single change Applied.
         status = _wait_phase(admin_kube, name, "Active" if is_plan else "Applied")
         log(f"      {status.get('phase')}: {status.get('message')}")
+        if is_plan:
+            # The receipt of the step in effect, and when the operator's timer applies the next.
+            for receipt in status.get("steps") or []:
+                log(f"      step at {receipt.get('at')}: {receipt.get('outcome')} at {receipt.get('appliedAt')}, "
+                    f"{receipt.get('previousReplicas')} -> {receipt.get('replicas')} replicas")
+            log(f"      next step at {status.get('nextStepAt') or '- (none: this was the last)'}")
+            for line in _plugin(admin, "list", "-n", NAMESPACE, "-o", "wide").splitlines():
+                log(f"      {line}")
         for line in _kubectl(admin, "get", "deploy", "web", "-n", NAMESPACE).splitlines():
             log(f"      {line}")
     return 0
