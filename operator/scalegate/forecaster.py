@@ -22,6 +22,7 @@ import concurrent.futures.process
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import threading
 import time
@@ -34,7 +35,9 @@ import yaml
 
 from . import metrics
 from .conditions import set_condition
-from .forecast import Forecast, forecast_series, plans
+from .forecast import Forecast, forecast_series, plans, refit
+from .forecast.prometheus import PrometheusSource
+from .forecast.resample import choose_resolution
 from .forecast.series import ForecastError
 from .forecast.sizing import Sizing, format_load, size_replicas
 from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
@@ -83,9 +86,58 @@ class RoundResult:
 def forecast_policy(series, policy: Policy, current_replicas: int, now: dt.datetime) -> SizedForecast:
     """Forecast `series` over the policy's horizon and size replicas for the upper bound.
     Pure and picklable, so it can run in a worker process. Raises ForecastError."""
+    sized = size_policy(fit_policy(series, policy, now), policy, current_replicas, now)
+    assert isinstance(sized, SizedForecast)
+    return sized
+
+
+def forecast_horizon_of(policy: Policy) -> int:
+    """How far ahead a round's forecast of the policy must reach: its plan's horizon, else its own."""
     spec = policy.forecast
     assert spec is not None
-    forecast = forecast_series(series, horizon_seconds=spec.horizon_seconds, confidence=spec.confidence, now=now)
+    return spec.plan.horizon_seconds if spec.plan is not None else spec.horizon_seconds
+
+
+def fit_key(spec: ForecastSpec) -> tuple:
+    """What a fit depends on (a kept fit whose key differs is refitted): every forecast
+    setting but the capacity and the round interval, which only sizing and scheduling read."""
+    return (spec.query, spec.horizon_seconds, spec.lookback_seconds, spec.step_seconds, spec.confidence, spec.plan)
+
+
+def fit_policy(series, policy: Policy, now: dt.datetime, refit_interval_seconds: float = 0.0) -> Forecast:
+    """The policy's fit: over its horizon (a plan's: `plans.forecast_plan`), or, to be kept
+    for `refit_interval_seconds` (> 0), over the horizon plus that interval in the bins of
+    the horizon (`refit.fit_horizon`). Pure and picklable, so it can run in a worker
+    process. Raises ForecastError."""
+    spec = policy.forecast
+    assert spec is not None
+    if spec.plan is not None:
+        return plans.forecast_plan(series, spec.plan.horizon_seconds + int(math.ceil(refit_interval_seconds)),
+                                   spec.plan.step_seconds, spec.confidence, now)
+    if refit_interval_seconds <= 0:
+        return forecast_series(series, horizon_seconds=spec.horizon_seconds, confidence=spec.confidence, now=now)
+    return forecast_series(series, horizon_seconds=refit.fit_horizon(spec.horizon_seconds, refit_interval_seconds,
+                                                                      spec.step_seconds),
+                           confidence=spec.confidence, now=now,
+                           resolution_seconds=choose_resolution(spec.horizon_seconds, spec.step_seconds))
+
+
+def size_policy(forecast: Forecast, policy: Policy, current_replicas: int,
+                now: dt.datetime) -> SizedForecast | PlannedForecast:
+    """Size replicas (or build the plan) for the policy from a fit of `fit_policy`, made
+    now or kept from an earlier round: the upper bound of the samples in `[now, now +
+    horizon)` (`refit.window`; a forecast made for exactly the horizon is used as it is).
+    Pure. Raises ForecastError (OutOfBounds) and ValueError (a fit that does not cover the
+    horizon from now, which `refit.refit_due` refits before)."""
+    spec = policy.forecast
+    assert spec is not None
+    if spec.plan is not None:
+        plan = plans.build_plan(forecast, spec.capacity_per_replica, current_replicas, spec.plan.step_seconds,
+                                spec.plan.horizon_seconds, now=now, bounds=policy.bounds,
+                                min_first_step_seconds=policy.cooldown_seconds)
+        return PlannedForecast(forecast, plan)
+    if forecast.horizon_seconds > spec.horizon_seconds:
+        forecast = refit.window(forecast, now, spec.horizon_seconds)
     sizing = size_replicas(forecast.upper_bound, spec.capacity_per_replica, current_replicas,
                            bounds=policy.bounds, confidence=spec.confidence, peak_time=forecast.peak_time)
     return SizedForecast(forecast=forecast, sizing=sizing)
@@ -163,11 +215,9 @@ def plan_policy(series, policy: Policy, current_replicas: int, now: dt.datetime)
     Raises ForecastError."""
     spec = policy.forecast
     assert spec is not None and spec.plan is not None, "only a policy with plan settings is planned"
-    forecast = plans.forecast_plan(series, spec.plan.horizon_seconds, spec.plan.step_seconds, spec.confidence, now)
-    plan = plans.build_plan(forecast, spec.capacity_per_replica, current_replicas, spec.plan.step_seconds,
-                            spec.plan.horizon_seconds, now=now, bounds=policy.bounds,
-                            min_first_step_seconds=policy.cooldown_seconds)
-    return PlannedForecast(forecast, plan)
+    planned = size_policy(fit_policy(series, policy, now), policy, current_replicas, now)
+    assert isinstance(planned, PlannedForecast)
+    return planned
 
 
 def plan_of(proposal: Proposal) -> plans.Plan:
@@ -278,7 +328,12 @@ class Forecaster:
     output_dir: Path | None = None  # with "yaml": where to write them (else only returned)
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     pool: concurrent.futures.Executor | None = None
+    #: Longest time a fit is kept, capped at each policy's horizon; 0 refits every round
+    #: (`refit.refit_due`).
+    refit_interval: float = refit.REFIT_INTERVAL_SECONDS
     _identity: str | None = None
+    # per policy: the fit kept for later rounds (refit.KeptForecast)
+    _kept: dict[tuple[str, str], refit.KeptForecast] = field(default_factory=dict)
     _previous: dict[tuple[str, str], Forecast] = field(default_factory=dict)
     # per policy: when its plan's breaches were last checked, and the (proposal uid, step
     # times) already reported, so that each breached step is one Event
@@ -292,20 +347,38 @@ class Forecaster:
             self._identity = self.kube.whoami()
         return self._identity
 
-    def _forecast_policy(self, series, policy: Policy, current: int, now: dt.datetime):
-        """`forecast_policy` (or `plan_policy`, for a policy with plans) in the process pool
-        (CPU-bound fits use every core), or here without one."""
-        work = plan_policy if policy.forecast is not None and policy.forecast.plan is not None else forecast_policy
+    def _fit(self, series, policy: Policy, now: dt.datetime, interval: float) -> Forecast:
+        """`fit_policy` in the process pool (CPU-bound fits use every core), or here without one."""
         pool = self.pool
         if pool is None:
-            return work(series, policy, current, now)
+            return fit_policy(series, policy, now, interval)
         try:
-            return pool.submit(work, series, policy, current, now).result()
+            return pool.submit(fit_policy, series, policy, now, interval).result()
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory): every later fit would fail too, so
             # start a new pool and try once more; one bad fit must not stop the rest.
             log.warning("forecast worker process died; starting a new pool")
-            return self._renewed_pool(pool).submit(work, series, policy, current, now).result()
+            return self._renewed_pool(pool).submit(fit_policy, series, policy, now, interval).result()
+
+    def _fetch_since(self, spec: ForecastSpec, since: pd.Timestamp, now: dt.datetime):
+        """The samples from `since` to now, to re-score a kept forecast with: a short range
+        query instead of the whole lookback. A source without `min_history_seconds` (a test
+        double) is asked for the whole lookback; the re-score reads only what is new."""
+        seconds = max(0.0, (pd.Timestamp(now) - since).total_seconds())
+        lookback = (int(seconds // spec.step_seconds) + 1) * spec.step_seconds
+        if isinstance(self.source, PrometheusSource):
+            return self.source.fetch(spec.query, lookback_seconds=min(lookback, spec.lookback_seconds),
+                                     step_seconds=spec.step_seconds, end=now, min_history_seconds=0)
+        return self.source.fetch(spec.query, lookback_seconds=spec.lookback_seconds,
+                                 step_seconds=spec.step_seconds, end=now)
+
+    def forget(self, keep: set[tuple[str, str]]) -> None:
+        """Drop what is kept for policies not in `keep` (deleted, or another replica's shard)."""
+        for key in [k for k in self._kept if k not in keep]:
+            self._kept.pop(key, None)
+        for store in (self._previous, self._breaches_checked, self._breaches_reported):
+            for key in [k for k in store if k not in keep]:
+                store.pop(key, None)
 
     def _renewed_pool(self, broken: concurrent.futures.Executor) -> concurrent.futures.Executor:
         with self._pool_lock:
@@ -330,12 +403,37 @@ class Forecaster:
             return RoundResult(namespace, name, "skipped", "Suspended", "policy is suspended")
         now = self.clock()
         spec = policy.forecast
+        key = (namespace, name)
+        horizon = forecast_horizon_of(policy)
+        interval = refit.refit_interval(self.refit_interval, horizon)
+        kept, fit = self._kept.get(key), fit_key(spec)
+        timings = {"query": 0.0, "fit": 0.0}
         try:
-            series = self.source.fetch(spec.query, lookback_seconds=spec.lookback_seconds,
-                                       step_seconds=spec.step_seconds, end=now)
+            due = refit.refit_due(kept, key=fit, now=now, horizon_seconds=horizon, interval_seconds=interval)
+            mark = time.monotonic()
+            if not due.refit:
+                assert kept is not None
+                series = self._fetch_since(spec, pd.Timestamp(kept.forecast.window_end), now)
+                due = refit.refit_due(kept, key=fit, now=now, horizon_seconds=horizon, interval_seconds=interval,
+                                      recent=series)
+            if due.refit:
+                series = self.source.fetch(spec.query, lookback_seconds=spec.lookback_seconds,
+                                           step_seconds=spec.step_seconds, end=now)
+            timings["query"] = time.monotonic() - mark
+            metrics.FORECAST_REFITS.labels(due.reason).inc()
+            log.debug("%s/%s: %s (%s)", namespace, name, due.reason, due.message)
             self._check_previous(policy, series)
             current = self.kube.get_scale(namespace, policy.target).replicas
-            sized = self._forecast_policy(series, policy, current, now)
+            if due.refit:
+                self._kept.pop(key, None)
+                mark = time.monotonic()
+                forecast = self._fit(series, policy, now, interval)
+                timings["fit"] = time.monotonic() - mark
+                kept = refit.KeptForecast(forecast, pd.Timestamp(now), fit)
+                if interval > 0:
+                    self._kept[key] = kept
+            assert kept is not None
+            sized = size_policy(kept.forecast, policy, current, now)
         except ForecastError as err:
             return self._fail(body, namespace, name, err.reason, err.message, started)
         except (NotFound, NoScaleSubresource) as err:
@@ -347,7 +445,8 @@ class Forecaster:
             log.exception("forecast of %s/%s failed", namespace, name)
             return self._fail(body, namespace, name, "FitFailed", f"{type(err).__name__}: {err}", started)
 
-        self._previous[(namespace, name)] = sized.forecast
+        if due.refit:  # checked against what then happened, once its horizon has passed
+            self._previous[(namespace, name)] = sized.forecast
         if isinstance(sized, PlannedForecast):
             return self._propose_plan(body, policy, series, sized, current, now, started)
         elapsed = time.monotonic() - started

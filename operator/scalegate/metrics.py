@@ -29,13 +29,19 @@ APPLY_LATENCY = Histogram(
 RECONCILE_ERRORS = Counter(
     "scalegate_reconcile_errors_total",
     "Reconciles of a proposal that ended on an error and were retried, by kind: the API server's "
-    "(Unavailable, Unauthorized, Forbidden, NotFound, Conflict, Invalid, KubeError for any other status) "
-    "or Internal (the operator's own error, logged with its traceback). Conflict and NotFound on the "
+    "(Unavailable, Unauthorized, Forbidden, NotFound, Conflict, Invalid, KubeError for any other status), "
+    "NotLeader (a write this replica refused to send: it lost the leader Lease meanwhile) or Internal (the "
+    "operator's own error, logged with its traceback). Conflict and NotFound on the "
     "status write are retried at once from a fresh read; the others with backoff.",
     ["error"], registry=REGISTRY)
 PROPOSALS_COLLECTED = Counter(
     "scalegate_proposals_garbage_collected_total",
     "Terminal proposals deleted after the retention period.", registry=REGISTRY)
+LEADER = Gauge(
+    "scalegate_leader",
+    "1 while this operator replica holds the leader Lease and acts, 0 while it stands by (always 1 with "
+    "leader election off). The identity is the one written in the Lease's holderIdentity.",
+    ["identity"], registry=REGISTRY)
 
 # -- forecaster -----------------------------------------------------------------------
 FORECAST_DURATION = Histogram(
@@ -62,6 +68,11 @@ FORECAST_CHECKED = Counter(
     "scalegate_forecast_checked_total",
     "Past forecasts compared with what then happened.",
     ["namespace", "policy"], registry=REGISTRY)
+FORECAST_REFITS = Counter(
+    "scalegate_forecast_refit_decisions_total",
+    "Each policy's forecast of a round, by whether it refitted the model and why (NoForecast, SpecChanged, "
+    "EveryRound, IntervalPassed, HorizonNotCovered, ForecastBreached) or reused the kept forecast (Kept).",
+    ["reason"], registry=REGISTRY)
 LAST_SUCCESSFUL_ROUND = Gauge(
     "scalegate_forecaster_last_successful_round_timestamp_seconds",
     "Unix time when the forecaster last finished a successful round: one in which at least one policy "

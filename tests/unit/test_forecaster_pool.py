@@ -49,7 +49,8 @@ def forecaster(mocker):
     kube.whoami.return_value = "system:serviceaccount:scalegate:forecaster"
     kube.get_scale.return_value = Scale(replicas=1, resource_version="1", uid="uid")
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=1)
-    made = Forecaster(kube=kube, source=Source(), output="yaml", clock=lambda: NOW, pool=pool)
+    # refit_interval=0: every run fits in the pool (a kept forecast would need no worker)
+    made = Forecaster(kube=kube, source=Source(), output="yaml", clock=lambda: NOW, pool=pool, refit_interval=0)
     yield made
     made.pool.shutdown(cancel_futures=True)
     pool.shutdown(cancel_futures=True)
