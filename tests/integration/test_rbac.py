@@ -235,14 +235,15 @@ FORECASTER_MAY = [
     ("get", "scalingpolicies", GROUP, ""), ("list", "scalingpolicies", GROUP, ""),
     ("patch", "scalingpolicies", GROUP, "status"), ("create", "scalingproposals", GROUP, ""),
     ("list", "scalingproposals", GROUP, ""),  # a policy with plans is re-planned against its open plan
+    ("create", "events", "", ""),  # PlanBreached on the plan in effect
     ("get", "deployments", "apps", "scale"), ("get", "statefulsets", "apps", "scale"),
     ("get", "replicasets", "apps", "scale"),
 ]
 # Least privilege (issue 17): what no code of the forecaster uses is not granted.
 FORECASTER_MAY_NOT = [
     ("watch", "scalingpolicies", GROUP, ""), ("update", "scalingpolicies", GROUP, "status"),
-    ("get", "scalingproposals", GROUP, ""), ("watch", "scalingproposals", GROUP, ""), ("create", "events", "", ""),
-    ("create", "events", "events.k8s.io", ""),
+    ("get", "scalingproposals", GROUP, ""), ("watch", "scalingproposals", GROUP, ""),
+    ("create", "events", "events.k8s.io", ""), ("patch", "events", "", ""), ("delete", "events", "", ""),
     ("approve", "scalingproposals", GROUP, ""), ("update", "scalingproposals", GROUP, ""),
     ("patch", "scalingproposals", GROUP, ""), ("delete", "scalingproposals", GROUP, ""),
     ("patch", "scalingproposals", GROUP, "status"), ("update", "scalingpolicies", GROUP, ""),
