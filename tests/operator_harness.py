@@ -181,3 +181,59 @@ def wait_steady(check, duration: float = 1.5, interval: float = 0.1) -> None:
     while time.monotonic() < deadline:
         assert check()
         time.sleep(interval)
+
+
+# -- leader election (issue 16) ---------------------------------------------------------
+LEASE_NAMESPACE, LEASE_NAME = "scalegate", "scalegate-operator"
+
+
+def leader_elect_args(lease_duration: float = 4, renew_deadline: float = 3, retry_period: float = 0.5) -> list[str]:
+    """`scalegate operator` flags for leader election on the manifests' Lease (the only
+    one the operator's Role may update), with short timings for tests."""
+    return ["--leader-elect", "--leader-elect-lease-duration", str(lease_duration),
+            "--leader-elect-renew-deadline", str(renew_deadline), "--leader-elect-retry-period", str(retry_period),
+            "--leader-elect-namespace", LEASE_NAMESPACE, "--leader-elect-lease-name", LEASE_NAME]
+
+
+def delete_lease(cluster: Cluster) -> None:
+    """No Lease left by an earlier test: the first operator of a test creates it."""
+    cluster.kubectl("delete", "lease", "-n", LEASE_NAMESPACE, LEASE_NAME, "--ignore-not-found", "--wait=true")
+
+
+def lease_holder(cluster: Cluster) -> str:
+    proc = cluster.kubectl("get", "lease", "-n", LEASE_NAMESPACE, LEASE_NAME, "-o",
+                           "jsonpath={.spec.holderIdentity}", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def is_leader(op: OperatorProcess) -> bool | None:
+    """The operator's own scalegate_leader gauge (None when /metrics does not answer)."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("scalegate_leader{")]
+    return bool(values) and values[0] == 1.0
+
+
+def holds_lease(cluster: Cluster, op: OperatorProcess) -> bool:
+    """Whether the Lease names this process (identities are "<host>/<pid>_<random>")."""
+    return f"/{op.proc.pid}_" in lease_holder(cluster)
+
+
+def writes_by(cluster: Cluster, op: OperatorProcess, since: dt.datetime | None = None) -> list[dict]:
+    """Every write (successful or not) that the API server's audit log attributes to this
+    operator process (its User-Agent names its identity), received after `since`. The
+    dev cluster audits writes to workloads and to scalegate's objects."""
+    assert cluster.dev is not None, "the audit log needs the dev cluster"
+    marker = f"/{op.proc.pid}_"
+    found = []
+    for event in cluster.dev.audit_events():
+        if event.get("stage") not in ("ResponseComplete", "Panic") or marker not in (event.get("userAgent") or ""):
+            continue
+        received = dt.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if since is None or received >= since:
+            found.append(event)
+    return found

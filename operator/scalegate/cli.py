@@ -94,11 +94,14 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from . import handlers  # noqa: F401  (importing it registers the kopf handlers)
+    from .leases import LeaseTimings
     from .settings import OperatorSettings, SettingsError, bind_address, process_identity, resolve
 
     try:
         settings = resolve(OperatorSettings, vars(args))
-    except SettingsError as err:
+        LeaseTimings(settings.leader_elect_lease_duration, settings.leader_elect_renew_deadline,
+                     settings.leader_elect_retry_period)
+    except (SettingsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if settings.kubeconfig:
@@ -112,7 +115,9 @@ def _operator(args: argparse.Namespace) -> int:
     health = bind_address(settings.health_probe_bind_address)
     namespaces = args.namespace or []
     kopf.run(
-        standalone=True,  # one replica; a second one would need kopf peering
+        # No kopf peering: with several replicas, scalegate's own Lease decides which one
+        # acts (--leader-elect), and every replica keeps watching, so a standby is warm.
+        standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
         # kopf's own guess of an identity asks for a user name, which a uid without a
@@ -183,12 +188,18 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
         os.environ.setdefault(variable, "1")
     from . import metrics
     from .forecaster import Forecaster, default_pool, run_forever
-    from .settings import SettingsError, bind_address
+    from .leases import LeaseTimings
+    from .settings import SettingsError, bind_address, process_identity
+    from .shards import ShardKeeper
 
     try:
         settings = _forecaster_settings(args)
         metrics_address = bind_address(settings.metrics_bind_address)
-    except SettingsError as err:
+        if settings.shards < 0:
+            raise SettingsError(f"--shards must be 0 (no sharding) or more, got {settings.shards}")
+        shard_timings = LeaseTimings(settings.shard_lease_duration, settings.shard_renew_deadline,
+                                     settings.shard_retry_period)
+    except (SettingsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -209,11 +220,24 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pool = default_pool()
-    forecaster = Forecaster(kube=_kube(settings.kubeconfig), source=_prometheus(settings), pool=pool)
+    kube = _kube(settings.kubeconfig)
+    forecaster = Forecaster(kube=kube, source=_prometheus(settings), pool=pool,
+                            refit_interval=settings.refit_interval_seconds)
     log.info("forecaster started as %s; Prometheus at %s", forecaster.identity, settings.prometheus_url)
+    keeper = None
+    if settings.shards:
+        # Several replicas share the policies: this one forecasts the shards it holds, and
+        # checks, before each write about a policy, that it still holds its shard.
+        lease_namespace = settings.shard_namespace or os.environ.get("POD_NAMESPACE") or "scalegate"
+        keeper = ShardKeeper(kube, lease_namespace, process_identity(), settings.shards, shard_timings).start()
+        forecaster.may_write = keeper.holds_policy
+        log.info("sharding: %d shards, Leases in %s, replica %s", settings.shards, lease_namespace,
+                 process_identity())
     try:
-        run_forever(forecaster, args.namespace, stop=stopping)
+        run_forever(forecaster, args.namespace, stop=stopping, shards=keeper)
     finally:
+        if keeper is not None:
+            keeper.stop(release=True)  # the other replicas take this one's shards at once
         pool.shutdown(wait=False, cancel_futures=True)
     log.info("forecaster stopped")
     return 0
@@ -252,6 +276,58 @@ def _add_prometheus_flags(parser: argparse.ArgumentParser) -> None:
     add_prometheus_flags(parser)
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, "
                         "else in-cluster)")
+
+
+def _flag_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
+
+
+def _add_leader_election_flags(op: argparse.ArgumentParser) -> None:
+    """The operator's leader election (issue 16): flags named as kube-controller-manager's."""
+    le = op.add_argument_group("leader election", "Several replicas may run; only the one holding the Lease acts.")
+    le.add_argument("--leader-elect", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
+                    help="act only while holding the leader Lease (env SCALEGATE_LEADER_ELECT; default false: one "
+                         "operator needs no Lease; manifests/ sets it)")
+    le.add_argument("--leader-elect-lease-duration", type=float, metavar="SECONDS",
+                    help="how long a standby waits, after it last saw the Lease renewed, before taking over "
+                         "(env SCALEGATE_LEADER_ELECT_LEASE_DURATION; default 15)")
+    le.add_argument("--leader-elect-renew-deadline", type=float, metavar="SECONDS",
+                    help="the leader stops acting this long after the start of its last successful renewal "
+                         "(env SCALEGATE_LEADER_ELECT_RENEW_DEADLINE; default 10)")
+    le.add_argument("--leader-elect-retry-period", type=float, metavar="SECONDS",
+                    help="between attempts to acquire or renew (env SCALEGATE_LEADER_ELECT_RETRY_PERIOD; default 2)")
+    le.add_argument("--leader-elect-lease-name", metavar="NAME",
+                    help="the Lease's name (env SCALEGATE_LEADER_ELECT_LEASE_NAME; default scalegate-operator)")
+    le.add_argument("--leader-elect-namespace", metavar="NS",
+                    help="the Lease's namespace (env SCALEGATE_LEADER_ELECT_NAMESPACE; default: the Pod's, "
+                         "$POD_NAMESPACE, else scalegate)")
+
+
+def _add_shard_flags(fl: argparse.ArgumentParser) -> None:
+    """The forecaster's shards (issue 16): several replicas share the policies."""
+    sh = fl.add_argument_group("shards", "Several replicas share the policies by a stable hash of NAMESPACE/NAME; "
+                               "each shard is held through its own Lease.")
+    sh.add_argument("--shards", type=int, metavar="N",
+                    help="shards to split the policies into; every replica must be given the same number; 0: no "
+                         "sharding, this process forecasts every policy and needs no Lease "
+                         "(env SCALEGATE_FORECASTER_SHARDS; default 0; manifests/ sets 8)")
+    sh.add_argument("--shard-lease-duration", type=float, metavar="SECONDS",
+                    help="how long a replica waits, after it last saw a shard's Lease renewed, before taking it "
+                         "over (env SCALEGATE_SHARD_LEASE_DURATION; default 15)")
+    sh.add_argument("--shard-renew-deadline", type=float, metavar="SECONDS",
+                    help="a replica stops writing for a shard this long after the start of its last successful "
+                         "renewal (env SCALEGATE_SHARD_RENEW_DEADLINE; default 10)")
+    sh.add_argument("--shard-retry-period", type=float, metavar="SECONDS",
+                    help="between rounds of acquiring, renewing and releasing shard Leases "
+                         "(env SCALEGATE_SHARD_RETRY_PERIOD; default 2)")
+    sh.add_argument("--shard-namespace", metavar="NS",
+                    help="namespace of the shard Leases (env SCALEGATE_SHARD_NAMESPACE; default: the Pod's, "
+                         "$POD_NAMESPACE, else scalegate)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where /metrics listens; 0 disables (default :8000, every address)")
     op.add_argument("--health-probe-bind-address", metavar="HOST:PORT",
                     help="where /healthz (liveness and readiness) listens; 0 disables (default :8080)")
+    _add_leader_election_flags(op)
     op.add_argument("--log-format", choices=["json", "plain"], default="plain", help="log format (default plain)")
     op.add_argument("-v", "--verbose", action="store_true")
     op.set_defaults(func=_operator)
@@ -320,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("-n", "--namespace", help="only policies in this namespace (default: all)")
     fl.add_argument("--metrics-bind-address", metavar="HOST:PORT",
                     help="where /metrics listens; 0 disables (default :8001, every address)")
+    fl.add_argument("--refit-interval", dest="refit_interval_seconds", type=float, metavar="SECONDS",
+                    help="refit a policy's model at least this often (at most its horizon); rounds between reuse "
+                         "the kept forecast unless the load breaks it; 0 refits every round "
+                         "(env SCALEGATE_REFIT_INTERVAL_SECONDS; default 3600)")
+    _add_shard_flags(fl)
     fl.add_argument("-v", "--verbose", action="store_true")
     _add_prometheus_flags(fl)
     fl.set_defaults(func=_forecaster_loop)

@@ -12,12 +12,16 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
+import os
+import random
+import uuid
 from dataclasses import dataclass, field
 
 import kopf
 
-from . import metrics
+from . import __version__, metrics
 from .kube import Kube, api_client, load_config
+from .leases import FencedKube, LeaseHolder, LeaseTimings
 from .model import (
     APPROVED,
     GROUP,
@@ -32,7 +36,7 @@ from .model import (
 )
 from .reconciler import Reconciler, fault_hook_from_env
 from .records import Records
-from .settings import OperatorSettings, bind_address, resolve
+from .settings import OperatorSettings, bind_address, process_identity, resolve
 from .workqueue import WorkQueue
 
 log = logging.getLogger("scalegate.operator")
@@ -56,6 +60,34 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @dataclass
+class Election:
+    """Which replica acts (issue 16). With leader election on, only the holder of the
+    Lease reconciles, and its every write is fenced (leases.FencedKube) by `may_act`: a
+    leader that could not renew in time stops before a standby may take over. A standby
+    keeps watching, so it takes over warm. Off, this replica always acts."""
+
+    identity: str
+    holder: LeaseHolder | None = None  # None: leader election off
+    lease: str = ""
+    stopping: bool = False  # shutting down: nothing more is written
+    task: asyncio.Task | None = None
+    executor: concurrent.futures.ThreadPoolExecutor | None = None  # the Lease's own thread: never behind reconciles
+
+    def may_act(self) -> bool:
+        if self.stopping:
+            return False
+        return self.holder is None or self.holder.holds(self.lease)
+
+    def describe(self) -> dict:
+        """For the health endpoint: this replica's role, and who leads as far as it knows."""
+        role = "leader" if self.may_act() else ("stopping" if self.stopping else "standby")
+        if self.holder is None:
+            return {"role": role, "identity": self.identity, "leaderElection": False}
+        return {"role": role, "identity": self.identity, "leaderElection": True,
+                "lease": f"{self.holder.namespace}/{self.lease}", "holder": self.holder.holder_of(self.lease)}
+
+
+@dataclass
 class Runtime:
     """Application objects, passed through kopf's memo."""
 
@@ -72,6 +104,10 @@ class Runtime:
     hpa_index: kopf.Index | None = None
     loop: asyncio.AbstractEventLoop | None = None
     gc_task: asyncio.Task | None = None
+    election: Election = field(default_factory=lambda: Election(identity=process_identity()))
+    # Proposals a standby (or a leader past its deadline) was asked to reconcile: the
+    # first thing a new leader does is reconcile them.
+    parked: set[tuple[str, str]] = field(default_factory=set)
 
     def autoscalers(self, namespace: str) -> list[tuple[str, TargetRef]]:
         """The namespace's HPAs from kopf's watch-fed index (called from worker threads; the
@@ -124,25 +160,48 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.persistence.diffbase_storage = NoDiffBase()
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
-    reconciler = Reconciler(Kube(api_client(ours.kubeconfig)), autoscalers=lambda ns: runtime.autoscalers(ns),
+    # Unique per process, as client-go's identities are: two processes must never both
+    # believe they hold the Lease (a restarted container is a new holder).
+    election = Election(identity=f"{process_identity()}_{uuid.uuid4().hex[:8]}", lease=ours.leader_elect_lease_name)
+    api = api_client(ours.kubeconfig)
+    # The API server's audit log then says which replica wrote what.
+    api.user_agent = f"scalegate-operator/{__version__} ({election.identity})"
+    if ours.leader_elect:
+        timings = LeaseTimings(ours.leader_elect_lease_duration, ours.leader_elect_renew_deadline,
+                               ours.leader_elect_retry_period)
+        namespace = ours.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "scalegate"
+        lease_api = api_client(ours.kubeconfig)
+        lease_api.user_agent = api.user_agent
+        election.holder = LeaseHolder(Kube(lease_api), namespace, election.identity, timings)
+        election.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+    reconciler = Reconciler(FencedKube(api, election.may_act), autoscalers=lambda ns: runtime.autoscalers(ns),
                             fault=fault_hook_from_env())
     loop = asyncio.get_running_loop()
 
     async def work(key) -> float | None:
+        if not election.may_act():
+            runtime.parked.add(key)  # the leader's job; ours if we become it
+            return None
         namespace, name = key
         body = runtime.bodies.pop(key, None)
         return await loop.run_in_executor(executor, reconciler.reconcile, namespace, name, body)
 
     queue = WorkQueue(work, concurrency=ours.workers)
     queue.start()
-    runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor, loop=loop)
+    runtime = Runtime(settings=ours, reconciler=reconciler, queue=queue, executor=executor, loop=loop,
+                      election=election)
     memo.runtime = runtime
+    metrics.LEADER.labels(election.identity).set(0 if election.holder else 1)
+    if election.holder is not None:
+        election.task = asyncio.create_task(_lead(runtime), name="scalegate-leader-election")
     metrics_address = bind_address(ours.metrics_bind_address)
     if metrics_address:
         metrics.serve(metrics_address[1], metrics_address[0])
     if ours.retention_seconds > 0:
         runtime.gc_task = asyncio.create_task(_collect_garbage(runtime), name="scalegate-gc")
-    log.info("scalegate operator started: %d workers, retention %.0fs", ours.workers, ours.retention_seconds)
+    log.info("scalegate operator started: %d workers, retention %.0fs, %s", ours.workers, ours.retention_seconds,
+             f"leader election on lease {election.holder.namespace}/{election.lease} as {election.identity}"
+             if election.holder else "leader election off")
 
 
 @kopf.on.cleanup()
@@ -150,10 +209,72 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    election = runtime.election
+    election.stopping = True  # first: every write from here on is refused
+    if election.task:
+        election.task.cancel()
     if runtime.gc_task:
         runtime.gc_task.cancel()
     await runtime.queue.stop()
-    runtime.executor.shutdown(wait=False, cancel_futures=True)
+    loop = asyncio.get_running_loop()
+    if election.holder is None or election.executor is None:
+        runtime.executor.shutdown(wait=False, cancel_futures=True)
+        return
+    # Release the Lease so that the standby takes over at once, but only once no reconcile
+    # is in flight: a write sent just before `stopping` must land before a successor starts.
+    drained = loop.run_in_executor(None, lambda: runtime.executor.shutdown(wait=True, cancel_futures=True))
+    try:
+        await asyncio.wait_for(drained, timeout=election.holder.timings.renew_deadline)
+    except asyncio.TimeoutError:
+        log.warning("reconciles still running at shutdown: the lease is left to expire instead of released")
+        return
+    await loop.run_in_executor(election.executor, election.holder.release, election.lease)
+    metrics.LEADER.labels(election.identity).set(0)
+    election.executor.shutdown(wait=False)
+
+
+@kopf.on.probe(id="leaderElection")
+def leader_election_probe(memo: kopf.Memo, **_) -> dict:
+    """The health endpoint's body says whether this replica leads or stands by (kopf
+    caches probe results for up to 10 s). A standby is healthy and Ready: it can take over."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    return runtime.election.describe() if runtime is not None else {"role": "starting"}
+
+
+async def _lead(runtime: Runtime) -> None:
+    """Acquire, then keep renewing, the leader Lease every retry period; on becoming leader,
+    reconcile every open proposal known (the watches kept running while standing by)."""
+    election, loop = runtime.election, asyncio.get_running_loop()
+    holder = election.holder
+    assert holder is not None
+    leading: bool | None = None  # the first round says which it is, either way
+    while True:
+        try:
+            await loop.run_in_executor(election.executor, holder.try_acquire_or_renew, election.lease)
+        except Exception:  # never let a bug end the election: it would leave a standby forever
+            log.exception("leader election round failed")
+        now_leading = election.may_act()
+        if now_leading != leading:
+            was_leading, leading = leading, now_leading
+            metrics.LEADER.labels(election.identity).set(1 if leading else 0)
+            if leading:
+                log.info("leading as %s (lease %s/%s): reconciling every open proposal", election.identity,
+                         holder.namespace, election.lease)
+                for members in runtime.by_policy.values():
+                    runtime.parked.update(members)
+            else:
+                # After leading: it could not renew in time, or another took the Lease over.
+                log.log(logging.WARNING if was_leading else logging.INFO,
+                        "standing by as %s: lease %s/%s held by %s", election.identity, holder.namespace,
+                        election.lease, holder.holder_of(election.lease) or "nobody yet")
+        if leading and runtime.parked:
+            parked, runtime.parked = runtime.parked, set()
+            for key in parked:
+                runtime.queue.add(key)
+        period = holder.timings.retry_period
+        # A standby's tries are spread a little (client-go jitters them too), so that several
+        # standbys do not all hit the API server at the same instant.
+        await asyncio.sleep(period if leading else period * random.uniform(1.0, 1.1))
 
 
 def _active(body) -> bool:
@@ -178,6 +299,7 @@ async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targ
     policy = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
     members = runtime.by_policy.setdefault((namespace, policy), set()) if policy else set()
     if event.get("type") == "DELETED" or not _active(body):
+        runtime.parked.discard(key)
         runtime.queue.forget(key)
         runtime.reconciler.forget(namespace, name)
         runtime.bodies.pop(key, None)
@@ -256,6 +378,8 @@ async def _collect_garbage(runtime: Runtime) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(runtime.settings.gc_interval_seconds)
+        if not runtime.election.may_act():
+            continue  # the leader's job (and every delete would be refused anyway)
         try:
             deleted = await loop.run_in_executor(runtime.executor, collect_terminal_proposals,
                                                  runtime.reconciler.kube, runtime.settings.retention_seconds)

@@ -73,6 +73,15 @@ FORECAST_REFITS = Counter(
     "Each policy's forecast of a round, by whether it refitted the model and why (NoForecast, SpecChanged, "
     "EveryRound, IntervalPassed, HorizonNotCovered, ForecastBreached) or reused the kept forecast (Kept).",
     ["reason"], registry=REGISTRY)
+FORECASTER_SHARDS_HELD = Gauge(
+    "scalegate_forecaster_shards_held",
+    "Shards (Leases scalegate-forecaster-shard-<i>-of-<n>) this forecaster replica holds; only with --shards.",
+    registry=REGISTRY)
+FORECASTER_REPLICAS = Gauge(
+    "scalegate_forecaster_live_replicas",
+    "Forecaster replicas this replica sees live (membership Leases being renewed, itself included); only "
+    "with --shards.",
+    registry=REGISTRY)
 LAST_SUCCESSFUL_ROUND = Gauge(
     "scalegate_forecaster_last_successful_round_timestamp_seconds",
     "Unix time when the forecaster last finished a successful round: one in which at least one policy "

@@ -36,7 +36,8 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Mapping
 
 from . import decision as d
 from . import metrics
@@ -65,6 +66,8 @@ WARNING_PHASES = {Phase.REJECTED, Phase.STALE, Phase.FAILED}
 
 # -- the fault hook: a test hook, documented in the README ------------------------------
 FAULT_ENV = "SCALEGATE_FAULT_POINT"
+# SIGSTOP instead of SIGKILL: the failover test pauses a leader mid-apply (issue 16).
+FAULT_SIGNAL_ENV = "SCALEGATE_FAULT_SIGNAL"
 FAULT_POINTS = ("before-intent", "after-intent", "after-scale-write", "after-policy-status",
                 "after-outcome-record", "after-proposal-status")
 # A plan's step is an apply of its own (see `Reconciler._apply_step`): the same writes, then
@@ -78,18 +81,24 @@ def fault_hook_from_env(environ: dict[str, str] | None = None) -> Callable[[str]
     $SCALEGATE_FAULT_POINT; None when it is unset (always, outside tests). A test hook: the
     fault tests kill the operator at each write of an apply and check what a restart does.
     An unknown point is an error, so that a misspelt test cannot pass by killing nothing."""
-    point = (os.environ if environ is None else environ).get(FAULT_ENV, "").strip()
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    point = env.get(FAULT_ENV, "").strip()
     if not point:
         return None
     if point not in FAULT_POINTS + STEP_FAULT_POINTS:
         raise ValueError(f"{FAULT_ENV}={point!r} is not one of {', '.join(FAULT_POINTS + STEP_FAULT_POINTS)}")
+    stop = env.get(FAULT_SIGNAL_ENV, "").strip().upper() == "STOP"
 
     def hook(reached: str) -> None:
         if reached == point:
-            log.warning("%s=%s: killing the operator here (a test hook)", FAULT_ENV, point)
+            log.warning("%s=%s: %s the operator here (a test hook)", FAULT_ENV, point,
+                        "pausing" if stop else "killing")
             for handler in logging.getLogger().handlers + log.handlers:
                 handler.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)
+            # The signal reaches a multi-threaded process a moment later: without this wait
+            # the calling thread can send its next write first (seen with SIGSTOP).
+            time.sleep(1.0)
 
     return hook
 

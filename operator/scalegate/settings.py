@@ -42,6 +42,22 @@ class OperatorSettings:
     """HOST:PORT for /healthz, the liveness and readiness probe ("0" disables)."""
     kubeconfig: str | None = field(default=None, metadata=_env("SCALEGATE_KUBECONFIG"))
     """Kubeconfig to use; None: $KUBECONFIG, else ~/.kube/config, else in-cluster (kube.load_config)."""
+    leader_elect: bool = field(default=False, metadata=_env("SCALEGATE_LEADER_ELECT"))
+    """Act only while holding the leader Lease, so that several replicas can run and one acts
+    (manifests/ turns it on). Off by default, as in controller-runtime: one operator run by
+    hand, in the demo or in tests then needs no Lease RBAC and, after a crash, does not wait
+    for its predecessor's Lease to expire."""
+    leader_elect_lease_duration: float = field(default=15.0, metadata=_env("SCALEGATE_LEADER_ELECT_LEASE_DURATION"))
+    """Seconds a standby waits, after it last saw the Lease renewed, before it takes over."""
+    leader_elect_renew_deadline: float = field(default=10.0, metadata=_env("SCALEGATE_LEADER_ELECT_RENEW_DEADLINE"))
+    """Seconds after the start of its last successful renewal that a leader stops acting."""
+    leader_elect_retry_period: float = field(default=2.0, metadata=_env("SCALEGATE_LEADER_ELECT_RETRY_PERIOD"))
+    """Seconds between attempts to acquire or renew the Lease."""
+    leader_elect_lease_name: str = field(default="scalegate-operator",
+                                         metadata=_env("SCALEGATE_LEADER_ELECT_LEASE_NAME"))
+    """Name of the leader Lease (the operator's Role may update only this one)."""
+    leader_elect_namespace: str | None = field(default=None, metadata=_env("SCALEGATE_LEADER_ELECT_NAMESPACE"))
+    """Namespace of the leader Lease; None: the Pod's ($POD_NAMESPACE), else scalegate."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,22 @@ class ForecasterSettings:
     """Seconds per Prometheus query."""
     metrics_bind_address: str = field(default=":8001", metadata=_env("SCALEGATE_FORECASTER_METRICS_BIND_ADDRESS"))
     """HOST:PORT for /metrics ("0" disables)."""
+    refit_interval_seconds: float = field(default=3600.0, metadata=_env("SCALEGATE_REFIT_INTERVAL_SECONDS"))
+    """Longest time a policy's fit is kept, at most its horizon; rounds between re-score the kept
+    forecast instead of refitting (`forecast.refit`). 0 refits every round."""
+    shards: int = field(default=0, metadata=_env("SCALEGATE_FORECASTER_SHARDS"))
+    """Shards the policies are split into, each held by one replica through its own Lease
+    (`shards.py`); 0 turns sharding off: this process forecasts every policy and needs no
+    Lease (one forecaster run by hand, in the demo or in tests). manifests/ sets 8. Every
+    replica must be given the same number."""
+    shard_lease_duration: float = field(default=15.0, metadata=_env("SCALEGATE_SHARD_LEASE_DURATION"))
+    """Seconds a replica waits, after it last saw a shard's Lease renewed, before it takes the shard over."""
+    shard_renew_deadline: float = field(default=10.0, metadata=_env("SCALEGATE_SHARD_RENEW_DEADLINE"))
+    """Seconds after the start of its last successful renewal that a replica stops writing for a shard."""
+    shard_retry_period: float = field(default=2.0, metadata=_env("SCALEGATE_SHARD_RETRY_PERIOD"))
+    """Seconds between rounds of acquiring, renewing and releasing shard Leases."""
+    shard_namespace: str | None = field(default=None, metadata=_env("SCALEGATE_SHARD_NAMESPACE"))
+    """Namespace of the shard Leases; None: the Pod's ($POD_NAMESPACE), else scalegate."""
     kubeconfig: str | None = field(default=None, metadata=_env("SCALEGATE_KUBECONFIG"))
     """Kubeconfig to use; None: $KUBECONFIG, else ~/.kube/config, else in-cluster (kube.load_config)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from harness import CRDS, MANIFESTS, REPO, Cluster
+from harness import CRDS, MANIFESTS, REPO, Cluster, pdb_versions, reapply_changes
 
 OVERLAYS = sorted(p.parent for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 
@@ -41,8 +41,9 @@ def test_install_is_complete_and_idempotent(cluster: Cluster):
                      "validatingadmissionpolicybinding.admissionregistration.k8s.io/scalegate-approval",
                      "deployment.apps/scalegate-operator", "deployment.apps/scalegate-forecaster"):
         assert expected in first, f"{expected} missing from:\n{first}"
+    before = pdb_versions(cluster)
     second = cluster.kubectl("apply", "-k", str(MANIFESTS)).stdout
-    assert all(line.endswith("unchanged") for line in second.strip().splitlines()), second
+    assert not reapply_changes(cluster, second, before), second
     # Leave the cluster as other tests expect it: no admission policy unless they install it.
     cluster.kubectl("delete", "validatingadmissionpolicybinding", "scalegate-approval", "--ignore-not-found")
     cluster.kubectl("delete", "validatingadmissionpolicy", "scalegate-approval", "--ignore-not-found")
