@@ -56,10 +56,12 @@ from .model import (
     Proposal,
     format_time,
 )
+from .shards import ShardKeeper
 
 log = logging.getLogger("scalegate.forecaster")
 
 READY = "ForecastReady"
+SHARD_LOST = "ShardLost"  # a round's outcome (skipped) when the policy's shard moved away mid-round
 FORECAST_BY = "scalegate.io/forecast-by"  # informational: the forecaster that computed a GitOps manifest
 
 
@@ -80,6 +82,10 @@ class RoundResult:
     message: str
     proposal: dict | None = None
     seconds: float = 0.0
+    #: where the policy's time went: "query" (Prometheus), "fit" (the model, in the pool),
+    #: "total" (from the start to the last write; the rest is the API server and sizing)
+    timings: dict[str, float] = field(default_factory=dict)
+    refit: str = ""  # the refit decision (refit.REASONS), "" when none was made
 
 
 # -- pure ----------------------------------------------------------------------------
@@ -331,6 +337,9 @@ class Forecaster:
     #: Longest time a fit is kept, capped at each policy's horizon; 0 refits every round
     #: (`refit.refit_due`).
     refit_interval: float = refit.REFIT_INTERVAL_SECONDS
+    #: Fencing with shards (issue 16): asked just before every write about a policy
+    #: (namespace, name); False (its shard is no longer held) skips the write.
+    may_write: Callable[[str, str], bool] | None = None
     _identity: str | None = None
     # per policy: the fit kept for later rounds (refit.KeptForecast)
     _kept: dict[tuple[str, str], refit.KeptForecast] = field(default_factory=dict)
@@ -390,6 +399,16 @@ class Forecaster:
             return current
 
     def run_policy(self, body: dict) -> RoundResult:
+        """One policy's round: forecast (refitting only when due), then propose or say why not."""
+        started = time.monotonic()
+        timings = {"query": 0.0, "fit": 0.0}
+        decided: list[str] = []
+        result = self._run_policy(body, timings, decided)
+        result.timings = {**timings, "total": time.monotonic() - started}
+        result.refit = decided[-1] if decided else ""
+        return result
+
+    def _run_policy(self, body: dict, timings: dict[str, float], decided: list[str]) -> RoundResult:
         started = time.monotonic()
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
@@ -407,20 +426,22 @@ class Forecaster:
         horizon = forecast_horizon_of(policy)
         interval = refit.refit_interval(self.refit_interval, horizon)
         kept, fit = self._kept.get(key), fit_key(spec)
-        timings = {"query": 0.0, "fit": 0.0}
+        phase = refit.phase_of(f"{namespace}/{name}", interval) if interval > 0 else None
         try:
-            due = refit.refit_due(kept, key=fit, now=now, horizon_seconds=horizon, interval_seconds=interval)
+            due = refit.refit_due(kept, key=fit, now=now, horizon_seconds=horizon, interval_seconds=interval,
+                                  phase_seconds=phase)
             mark = time.monotonic()
             if not due.refit:
                 assert kept is not None
                 series = self._fetch_since(spec, pd.Timestamp(kept.forecast.window_end), now)
                 due = refit.refit_due(kept, key=fit, now=now, horizon_seconds=horizon, interval_seconds=interval,
-                                      recent=series)
+                                      recent=series, phase_seconds=phase)
             if due.refit:
                 series = self.source.fetch(spec.query, lookback_seconds=spec.lookback_seconds,
                                            step_seconds=spec.step_seconds, end=now)
             timings["query"] = time.monotonic() - mark
             metrics.FORECAST_REFITS.labels(due.reason).inc()
+            decided.append(due.reason)
             log.debug("%s/%s: %s (%s)", namespace, name, due.reason, due.message)
             self._check_previous(policy, series)
             current = self.kube.get_scale(namespace, policy.target).replicas
@@ -459,10 +480,21 @@ class Forecaster:
         proposal = build_proposal(policy, sized, self.identity, now, gitops=self.output == "yaml")
         return self._submit(body, proposal, sized.sizing.reason, now, elapsed)
 
+    def _fenced(self, namespace: str, name: str) -> bool:
+        """Whether a write about policy namespace/name must not be made: its shard is no
+        longer held by this replica (another may be forecasting it now)."""
+        if self.may_write is None or self.may_write(namespace, name):
+            return False
+        log.info("%s/%s: its shard is no longer held here; not writing", namespace, name)
+        return True
+
     def _submit(self, body: dict, proposal: dict, reason: str, now: dt.datetime, elapsed: float) -> RoundResult:
         """Create `proposal` (or write it as a manifest) and record it on the policy."""
         meta = proposal["metadata"]
         namespace, name = meta["namespace"], proposal["spec"]["policyRef"]["name"]
+        if self.output != "yaml" and self._fenced(namespace, name):
+            return RoundResult(namespace, name, "skipped", SHARD_LOST, "its shard moved to another replica",
+                               seconds=elapsed)
         if self.output == "yaml":
             if self.output_dir is not None:
                 self._write_manifest(proposal)
@@ -530,7 +562,7 @@ class Forecaster:
             metrics.PLAN_BREACHES.labels(policy.namespace, policy.name).inc()
             message = f"{breach.describe()}; the plan's replicas were sized for that bound"
             log.warning("%s/%s: plan %s breached: %s", policy.namespace, policy.name, active.name, message)
-            if self.output != "yaml":
+            if self.output != "yaml" and not self._fenced(policy.namespace, policy.name):
                 involved = {"apiVersion": API_VERSION, "kind": PROPOSAL_KIND, "name": active.name,
                             "namespace": active.namespace, "uid": active.uid}
                 try:
@@ -566,6 +598,8 @@ class Forecaster:
         if self.output == "yaml":
             return  # GitOps mode writes manifests only
         meta = body.get("metadata") or {}
+        if self._fenced(meta.get("namespace", ""), meta.get("name", "")):
+            return
         generation = int(meta.get("generation") or 0)
         status: dict[str, Any] = {
             "conditions": set_condition((body.get("status") or {}).get("conditions"), READY, ready, reason,
@@ -647,13 +681,34 @@ def expected_round_interval(policies: list[dict]) -> float:
     return max(intervals, default=0.0)
 
 
+def first_due(body: dict, now: float) -> float:
+    """When a policy this replica has not forecast yet is due (Unix time): an interval
+    after its status' lastForecastTime (written by whichever replica forecast it last, so a
+    shard that moves keeps its policies' rhythm), at the latest an interval from now; now
+    without one. Only scheduling reads it: status says when, never what."""
+    raw = (body.get("status") or {}).get("lastForecastTime")
+    if not isinstance(raw, str):
+        return now
+    try:
+        last = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return now
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=dt.timezone.utc)
+    interval = interval_of(body)
+    return min(last.timestamp() + interval, now + interval)
+
+
 def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0,
-                stop: threading.Event | None = None) -> None:
+                stop: threading.Event | None = None, shards: ShardKeeper | None = None) -> None:
     """Every policy on its own interval (spec.forecast.intervalSeconds), until `stop` is
-    set; a round in progress finishes first."""
+    set; a round in progress finishes first. With `shards` (a `shards.ShardKeeper`), only
+    the policies of the shards held at the start of a round, each write fenced by
+    `Forecaster.may_write`."""
     stop = stop or threading.Event()
     due: dict[tuple[str, str], float] = {}
     while not stop.is_set():
+        held = shards.held() if shards is not None else None
         try:
             policies = forecaster.kube.list_policies(namespace)
         except KubeError as err:
@@ -661,12 +716,20 @@ def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0
             stop.wait(tick)
             continue
         metrics.FORECASTER_EXPECTED_INTERVAL.set(expected_round_interval(policies))
-        now = time.monotonic()
-        ready = [p for p in policies if due.get(_key(p), 0.0) <= now]
+        mine = policies if shards is None else shards.mine(policies, held_before=held)
+        if shards is not None:
+            metrics.FORECASTER_SHARDS_HELD.set(len(shards.held()))
+            metrics.FORECASTER_REPLICAS.set(shards.live_replicas)
+        keys = {_key(body) for body in mine}
+        forecaster.forget(keys)
+        for key in [k for k in due if k not in keys]:  # not ours now: its rhythm comes from status again
+            del due[key]
+        now = time.time()
+        ready = [p for p in mine if due.setdefault(_key(p), first_due(p, now)) <= now]
         if ready:
             for result in forecaster.run_round(ready):
                 log.debug("%s/%s: %s (%s)", result.namespace, result.policy, result.outcome, result.reason)
-            finished = time.monotonic()
+            finished = time.time()
             for body in ready:
                 due[_key(body)] = finished + interval_of(body)
         stop.wait(tick)

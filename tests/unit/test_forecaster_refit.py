@@ -11,6 +11,7 @@ import pytest
 
 from scalegate import forecaster as forecaster_module
 from scalegate import metrics
+from scalegate.forecast import refit
 from scalegate.forecaster import Forecaster
 from scalegate.kube import Kube, Scale
 
@@ -76,18 +77,21 @@ def test_rounds_between_refits_reuse_the_kept_forecast(setup):
     kept_before = decisions("Kept")
     first = forecaster.run_policy(policy_body())
     assert first.outcome == "proposed" and fits.call_count == 1
-    for minutes in (15, 30, 45):
-        clock.now = T0 + minutes * MIN
+    # the policy's own refit time, at most an hour after the fit (its phase spreads refits)
+    refit_at = refit.next_refit(T0, 3600, refit.phase_of("shop/web", 3600)).to_pydatetime()
+    rounds = [T0 + k * 5 * MIN for k in range(1, 13) if T0 + k * 5 * MIN < refit_at]
+    for at in rounds:
+        clock.now = at
         result = forecaster.run_policy(policy_body())
         assert result.outcome == "proposed", result.message
         # sized for the hour from this round's now, from the samples of the kept forecast
         proposal = result.proposal["spec"]
         assert proposal["forecast"]["horizonSeconds"] == 3600
         assert proposal["forecast"]["window"]["end"] == first.proposal["spec"]["forecast"]["window"]["end"]
-    assert fits.call_count == 1 and decisions("Kept") == kept_before + 3
-    clock.now = T0 + 60 * MIN
-    forecaster.run_policy(policy_body())
-    assert fits.call_count == 2  # the refit interval passed
+    assert fits.call_count == 1 and decisions("Kept") == kept_before + len(rounds)
+    clock.now = refit_at
+    assert forecaster.run_policy(policy_body()).refit == "IntervalPassed"
+    assert fits.call_count == 2
 
 
 def test_the_kept_forecast_is_the_fits_own_band_over_the_hour_from_now(setup):

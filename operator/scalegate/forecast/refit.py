@@ -20,17 +20,22 @@ Keeping a forecast
     lower bound only goes into the evidence.
 
 When a refit is due (:func:`refit_due`, in this order)
+    ``EveryRound``
+        the refit interval is 0 (refit every round, as before issue 16);
     ``NoForecast``
         nothing is kept (the first round, a restart, the last fit failed);
     ``SpecChanged``
         the policy's forecast settings changed since the fit (what the fit depends on:
         query, horizon, lookback, step, confidence, plan settings);
-    ``EveryRound``
-        the refit interval is 0 (refit every round, as before issue 16);
     ``IntervalPassed``
-        the refit interval passed since the fit: new data since then matters (the
-        models' state, the latest error the error correction carries forward, the
-        calibration's most recent errors);
+        the policy's refit time passed: new data since the fit matters (the models'
+        state, the latest error the error correction carries forward, the calibration's
+        most recent errors). The refit times of a policy are a fixed phase plus whole
+        refit intervals (:func:`next_refit`), the phase spread over the interval by a
+        hash of the policy's name (:func:`phase_of`): a fit is kept at most one
+        interval, and policies fitted in the same round (all of them, after a start)
+        are refitted spread over the next interval, a round refitting about
+        ``round interval / refit interval`` of them, not all at once every hour;
     ``HorizonNotCovered``
         the kept forecast ends before ``now + horizon`` (by construction this happens
         only once the interval passed, or when the data had lagged at the fit);
@@ -54,6 +59,7 @@ The refit interval
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,10 +74,10 @@ from .series import MAX_INTERPOLATED_GAP_STEPS
 #: Default longest time a fit is kept (see the module docstring).
 REFIT_INTERVAL_SECONDS = 3600.0
 
-NO_FORECAST, SPEC_CHANGED, EVERY_ROUND, INTERVAL_PASSED, HORIZON_NOT_COVERED, FORECAST_BREACHED, KEPT = (
-    "NoForecast", "SpecChanged", "EveryRound", "IntervalPassed", "HorizonNotCovered", "ForecastBreached", "Kept")
+EVERY_ROUND, NO_FORECAST, SPEC_CHANGED, INTERVAL_PASSED, HORIZON_NOT_COVERED, FORECAST_BREACHED, KEPT = (
+    "EveryRound", "NoForecast", "SpecChanged", "IntervalPassed", "HorizonNotCovered", "ForecastBreached", "Kept")
 #: Every reason :func:`refit_due` gives; all but ``Kept`` refit.
-REASONS = (NO_FORECAST, SPEC_CHANGED, EVERY_ROUND, INTERVAL_PASSED, HORIZON_NOT_COVERED, FORECAST_BREACHED, KEPT)
+REASONS = (EVERY_ROUND, NO_FORECAST, SPEC_CHANGED, INTERVAL_PASSED, HORIZON_NOT_COVERED, FORECAST_BREACHED, KEPT)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,21 @@ class Due:
     refit: bool
     reason: str
     message: str
+
+
+def phase_of(name: str, interval_seconds: float) -> float:
+    """A policy's refit phase in ``[0, interval)``: the first 8 bytes of sha256(name) as a
+    fraction of 2**64, times the interval (stable in every process, unlike ``hash()``)."""
+    fraction = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2.0**64
+    return fraction * float(interval_seconds)
+
+
+def next_refit(fitted_at: datetime | pd.Timestamp, interval_seconds: float, phase_seconds: float) -> pd.Timestamp:
+    """The first refit time after ``fitted_at``: ``phase + k * interval`` seconds since the
+    epoch, in ``(fitted_at, fitted_at + interval]``."""
+    fitted = _utc(fitted_at).timestamp()
+    k = math.floor((fitted - phase_seconds) / interval_seconds) + 1
+    return pd.Timestamp(phase_seconds + k * interval_seconds, unit="s", tz="UTC").ceil("us")
 
 
 def refit_interval(setting_seconds: float, horizon_seconds: float) -> float:
@@ -165,6 +186,7 @@ def refit_due(
     horizon_seconds: float,
     interval_seconds: float,
     recent: pd.Series | None = None,
+    phase_seconds: float | None = None,
 ) -> Due:
     """Whether a round at ``now`` refits (see the module docstring for the rule).
 
@@ -182,17 +204,24 @@ def refit_due(
         The samples since the fit; without them the breach is not judged (the forecaster
         asks once before reading them, to read the whole history straight away when a
         refit is due anyway, and once after).
+    phase_seconds : float, optional
+        The policy's refit phase (:func:`phase_of`): refit at :func:`next_refit`. Without
+        it, once the fit is ``interval_seconds`` old.
     """
+    if interval_seconds <= 0:
+        return Due(True, EVERY_ROUND, "the refit interval is 0: every round refits")
     if kept is None:
         return Due(True, NO_FORECAST, "no kept forecast")
     if kept.key != key:
         return Due(True, SPEC_CHANGED, "the forecast settings changed since the last fit")
-    if interval_seconds <= 0:
-        return Due(True, EVERY_ROUND, "the refit interval is 0: every round refits")
     now = _utc(now)
     age = (now - _utc(kept.fitted_at)).total_seconds()
-    if age >= interval_seconds:
+    if phase_seconds is None and age >= interval_seconds:
         return Due(True, INTERVAL_PASSED, f"fitted {age:.0f}s ago, refit interval {interval_seconds:g}s")
+    if phase_seconds is not None:
+        due_at = next_refit(kept.fitted_at, interval_seconds, phase_seconds)
+        if now >= due_at:
+            return Due(True, INTERVAL_PASSED, f"fitted {age:.0f}s ago, refit due at {due_at:%H:%M:%S} UTC")
     if not covers(kept.forecast, now, horizon_seconds):
         return Due(True, HORIZON_NOT_COVERED,
                    f"the kept forecast ends before {now + pd.Timedelta(seconds=horizon_seconds):%H:%M} UTC")

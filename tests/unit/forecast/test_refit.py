@@ -58,11 +58,32 @@ def test_changed_settings_refit_before_anything_else():
 
 def test_an_interval_of_zero_refits_every_round():
     assert due(kept(), T + minutes(1), interval=0).reason == "EveryRound"
+    assert due(None, T, interval=0).reason == "EveryRound"
 
 
 @pytest.mark.parametrize("age, reason", [(59, "Kept"), (60, "IntervalPassed"), (61, "IntervalPassed")])
 def test_the_refit_interval(age, reason):
     assert due(kept(samples=40), T + minutes(age)).reason == reason
+
+
+def test_with_a_phase_a_policy_refits_at_its_own_times_never_later_than_an_interval():
+    phase = 600.0  # refit times: 00:10, 01:10, ... (T is midnight)
+    assert refit.next_refit(T, HOUR, phase) == T + minutes(10)
+    assert refit.next_refit(T + minutes(10), HOUR, phase) == T + minutes(70)  # strictly after the fit
+    assert due(kept(), T + minutes(9), interval=HOUR) .reason == "Kept"
+    assert refit_due(kept(), key=KEY, now=T + minutes(9), horizon_seconds=HOUR, interval_seconds=HOUR,
+                     phase_seconds=phase).reason == "Kept"
+    assert refit_due(kept(), key=KEY, now=T + minutes(10), horizon_seconds=HOUR, interval_seconds=HOUR,
+                     phase_seconds=phase).reason == "IntervalPassed"
+
+
+def test_phases_spread_the_refits_of_policies_fitted_together_over_the_interval():
+    names = [f"shop/p{i}" for i in range(2000)]
+    assert refit.phase_of("shop/web", HOUR) == refit.phase_of("shop/web", HOUR)
+    waits = [(refit.next_refit(T, HOUR, refit.phase_of(n, HOUR)) - T).total_seconds() for n in names]
+    assert all(0 < w <= HOUR for w in waits)
+    per_quarter = np.histogram(waits, bins=4, range=(0, HOUR))[0]  # rounds every 15 minutes
+    assert all(400 <= n <= 600 for n in per_quarter), per_quarter
 
 
 def test_a_kept_forecast_that_no_longer_reaches_the_horizon_refits():
