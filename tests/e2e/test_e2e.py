@@ -102,6 +102,22 @@ def test_admission_policy_refuses_an_approval_without_the_verb(scenario: Scenari
              message="the proposal to stay Pending")
 
 
+def leading_operator_pod(e2e: Installed) -> str:
+    """The operator Pod that reconciles: the only one (the dev node runs one replica), or
+    of manifests/' two replicas the holder of the Lease (its identity is POD_NAME_suffix)."""
+    running = [p.metadata.name for p in e2e.pods("operator") if p.metadata.deletion_timestamp is None]
+    if len(running) == 1:
+        return running[0]
+
+    def holder() -> str | None:
+        identity = e2e.cluster.kubectl("-n", NAMESPACE, "get", "lease", "scalegate-operator", "-o",
+                                       "jsonpath={.spec.holderIdentity}", check=False).stdout.strip()
+        pod = identity.rsplit("_", 1)[0]
+        return pod if pod in running else None
+
+    return wait_for(holder, timeout=60, message="an operator replica to hold the lease scalegate-operator")
+
+
 def test_operator_pod_deleted_mid_burst_its_successor_finishes_without_a_double_apply(
         e2e: Installed, scenario: Scenario):
     s = scenario
@@ -112,7 +128,7 @@ def test_operator_pod_deleted_mid_burst_its_successor_finishes_without_a_double_
         propose(s, proposal(f"web-{i}-1", f"web-{i}", f"web-{i}", current=2, replicas=3 + i))
     for i in range(count):
         s.wait_phase(f"web-{i}-1", "Pending", timeout=60)
-    [old] = [p.metadata.name for p in e2e.pods("operator") if p.metadata.deletion_timestamp is None]
+    old = leading_operator_pod(e2e)
 
     # Half approved, then the operator's Pod is deleted (SIGTERM, as `kubectl delete pod`
     # does) while it works on them; the other half is approved once it is gone, so only
