@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/forecaster_round.py                 # 1,000 policies, 14 days of 5-minute history
     .venv/bin/python benchmarks/forecaster_round.py --policies 100 --runs 1
+    # issue 16: five rounds 15 minutes apart, refitting every round (as before) and only when due
+    .venv/bin/python benchmarks/forecaster_round.py --policies 200 --runs 5 --every 900 --refit-intervals 0,3600
+    # two replicas sharing the policies in 8 shards (real Leases), rounds as above
+    .venv/bin/python benchmarks/forecaster_round.py --policies 1000 --runs 2 --every 900 --replicas 2
 
 Prometheus holds one recorded series per policy (the recorded real load traces in
 tests/data/load, each scaled by a different factor so no two are equal), backfilled with
@@ -20,6 +24,14 @@ are deleted (not timed), so every run proposes again. A second line runs the sam
 created, no status written), for comparison. Reports the wall time of a round (median over
 runs), per-policy forecast time, the outcomes and the API writes made. Goal on 2 cores:
 <= 60 s for 1,000 policies.
+
+With --every, the rounds are consecutive instead: the same forecaster (or --replicas of
+them, sharing the policies by shards held through real Leases, each with its own process
+pool) runs --runs rounds at simulated times --every seconds apart, ending now, so that a
+round between refits reuses the kept fits (issue 16); each --refit-intervals value runs the
+whole sequence once. Each round's figures split the policies' time into Prometheus
+queries, fits and the rest (the API server: the scale read, the proposal and the status
+write), summed over the policies.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from scalegate.forecast import load_csv
 from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster, default_pool
 from scalegate.kube import Kube, api_client
+from scalegate.shards import ShardKeeper
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR") or REPO / "tests" / "data" / "load")
@@ -90,21 +103,90 @@ def delete_proposals(custom: kubernetes.client.CustomObjectsApi, timeout: float 
         time.sleep(0.5)
 
 
-def one_round(forecaster: Forecaster, threads: int | None) -> tuple[float, list]:
-    """A round as `scalegate forecaster` makes it: list the policies, then run them."""
+def one_round(forecaster: Forecaster, threads: int | None, keeper: ShardKeeper | None = None) -> tuple[float, list]:
+    """A round as `scalegate forecaster` makes it: list the policies, then run them (with
+    shards: those of the shards this replica holds)."""
     started = time.monotonic()
+    held = keeper.held() if keeper is not None else None
     policies = forecaster.kube.list_policies(NAMESPACE)
+    if keeper is not None:
+        policies = keeper.mine(policies, held_before=held)
     results = forecaster.run_round(policies, **({"threads": threads} if threads else {}))
     return time.monotonic() - started, results
 
 
+class Replicas:
+    """`count` forecaster replicas in this process, as `scalegate forecaster --shards`
+    runs them: each its own API client, process pool (one worker per core, as each Pod
+    would have) and ShardKeeper renewing real Leases in the scalegate namespace as
+    scalegate:forecaster; a round runs them at once and lasts until the last one ends."""
+
+    def __init__(self, count: int, shards: int, kubeconfig: str, source, interval: float):
+        self.pools = [default_pool() for _ in range(count)]
+        self.forecasters, self.keepers = [], []
+        for i, pool in enumerate(self.pools):
+            kube = Kube(api_client(kubeconfig), component="scalegate-forecaster")
+            forecaster = Forecaster(kube=kube, source=source, pool=pool, refit_interval=interval)
+            if count > 1:
+                keeper = ShardKeeper(kube, "scalegate", f"bench-replica-{i}", shards).start()
+                forecaster.may_write = keeper.holds_policy
+                self.keepers.append(keeper)
+            self.forecasters.append(forecaster)
+        deadline = time.monotonic() + 120
+        while self.keepers and sorted(len(k.held()) for k in self.keepers) != fair_split(shards, count):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"shards not split: {[sorted(k.held()) for k in self.keepers]}")
+            time.sleep(0.5)
+
+    def round(self, at: pd.Timestamp, threads: int | None) -> tuple[float, list]:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(self.forecasters)) as run:
+            futures = []
+            for i, forecaster in enumerate(self.forecasters):
+                forecaster.clock = simulated_clock(at)
+                futures.append(run.submit(one_round, forecaster, threads,
+                                          self.keepers[i] if self.keepers else None))
+            results = [r for future in futures for r in future.result()[1]]
+        return time.monotonic() - started, results
+
+    def close(self) -> None:
+        for keeper in self.keepers:
+            keeper.stop(release=True)
+        for pool in self.pools:
+            pool.shutdown(cancel_futures=True)
+
+
+def fair_split(shards: int, count: int) -> list[int]:
+    """The shards each of `count` replicas holds once they converged, ascending."""
+    share = -(-shards // count)
+    counts, left = [], shards
+    for _ in range(count):
+        counts.append(min(share, left))
+        left -= counts[-1]
+    return sorted(counts)
+
+
 def figures(wall: float, results: list, mode: str, writes: dict | None = None) -> dict:
     per_policy = [r.seconds for r in results if r.seconds]
+    # Where the policies' time went, summed over them (thread-seconds: queries and API calls
+    # of several policies overlap, and fits wait for a worker): Prometheus, the fit in the
+    # pool, and the rest (reading the scale, sizing, creating the proposal, writing status).
+    query = sum(r.timings.get("query", 0.0) for r in results)
+    fit = sum(r.timings.get("fit", 0.0) for r in results)
+    total = sum(r.timings.get("total", 0.0) for r in results)
     return {"mode": mode, "wall_seconds": wall, "policies": len(results),
             "per_policy_median_seconds": statistics.median(per_policy) if per_policy else None,
             "per_policy_p95_seconds": float(np.percentile(per_policy, 95)) if per_policy else None,
             "outcomes": dict(collections.Counter(f"{r.outcome}/{r.reason}" for r in results)),
+            "refit_decisions": dict(collections.Counter(r.refit or "none" for r in results)),
+            "split_thread_seconds": {"query": query, "fit": fit, "api_and_rest": max(0.0, total - query - fit)},
             "api_writes": writes}
+
+
+def simulated_clock(at: pd.Timestamp):
+    """A forecaster clock fixed at `at` (a round of the consecutive-rounds mode)."""
+    moment = at.to_pydatetime()
+    return lambda: moment
 
 
 def main() -> int:
@@ -114,7 +196,18 @@ def main() -> int:
     parser.add_argument("--yaml-runs", type=int, default=1, help="rounds in --output yaml mode (0: none)")
     parser.add_argument("--threads", type=int, default=None,
                         help="I/O threads for queries and API calls (default: the forecaster's own)")
+    parser.add_argument("--every", type=float, default=0.0, metavar="SECONDS",
+                        help="consecutive rounds: --runs rounds by the same forecaster, one every SECONDS of "
+                             "(simulated) time ending now, so that later rounds may reuse kept fits; 0 (default): "
+                             "independent rounds by a new forecaster each, proposals deleted between")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="with --every: forecaster replicas sharing the policies by shards (default 1)")
+    parser.add_argument("--shards", type=int, default=8, help="with --replicas > 1 (default 8, as manifests/)")
+    parser.add_argument("--refit-intervals", default="3600", metavar="S[,S...]",
+                        help="the forecaster's refit interval; several: the whole sequence of rounds once per "
+                             "value, e.g. 0,3600 (0 = refit every round, as before issue 16)")
     args = parser.parse_args()
+    refit_intervals = [float(x) for x in args.refit_intervals.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="scalegate-bench-forecast-"))
     log = lambda m: print(f"# {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -163,7 +256,23 @@ def main() -> int:
         forecaster_kubeconfig = str(bench.forecaster_kubeconfig)
         runs, yaml_runs = [], []
         with default_pool() as fit_pool:
-            for run in range(args.runs):
+            for interval in refit_intervals if args.every else []:
+                replicas = Replicas(args.replicas, args.shards, forecaster_kubeconfig, source, interval)
+                for run in range(args.runs):
+                    at = end + pd.Timedelta(seconds=30) - pd.Timedelta(seconds=args.every * (args.runs - 1 - run))
+                    wall, results = replicas.round(at, args.threads)
+                    if len(results) != args.policies or len({(r.namespace, r.policy) for r in results}) != len(results):
+                        raise RuntimeError(f"{len(results)} results for {args.policies} policies: not each once")
+                    writes = {"proposals_created": sum(1 for r in results if r.outcome == "proposed"),
+                              "policy_status_writes": sum(1 for r in results if r.outcome != "skipped")}
+                    runs.append({**figures(wall, results, f"refit={interval:g}s", writes), "round": run + 1,
+                                 "refit_interval": interval, "at": str(at),
+                                 "replicas": args.replicas})
+                    log(f"refit interval {interval:g}s, round {run + 1} at {at:%H:%M}: {wall:.1f}s; "
+                        f"{runs[-1]['refit_decisions']}; split {runs[-1]['split_thread_seconds']}")
+                replicas.close()
+                delete_proposals(custom)
+            for run in range(args.runs if not args.every else 0):
                 forecaster = Forecaster(kube=Kube(api_client(forecaster_kubeconfig), component="scalegate-forecaster"),
                                         source=source, pool=fit_pool)
                 wall, results = one_round(forecaster, args.threads)
@@ -178,7 +287,7 @@ def main() -> int:
                 runs.append(figures(wall, results, "create", writes))
                 log(f"run {run + 1}: {wall:.1f}s for {len(results)} policies; {runs[-1]['outcomes']}; {writes}")
                 delete_proposals(custom)
-            for run in range(args.yaml_runs):
+            for run in range(args.yaml_runs if not args.every else 0):
                 forecaster = Forecaster(kube=Kube(api_client(forecaster_kubeconfig), component="scalegate-forecaster"),
                                         source=source, output="yaml", output_dir=work / f"out-{run}", pool=fit_pool)
                 wall, results = one_round(forecaster, args.threads)
@@ -198,14 +307,24 @@ def main() -> int:
           " Prometheus, fits, creates the proposals and writes each policy's status through the API server")
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in load_at_start)} on {os.cpu_count()} cores"
           " (other work on the machine shares them)")
-    print(f"{'run':>4} {'mode':>7} {'policies':>9} {'wall s':>8} {'per-policy median s':>20} {'p95 s':>7} "
-          f"{'proposals':>10} {'status writes':>14}")
+    print(f"{'run':>4} {'mode':>12} {'policies':>9} {'wall s':>8} {'per-policy median s':>20} {'p95 s':>7} "
+          f"{'proposals':>10} {'status writes':>14} {'refits':>7} {'query s':>8} {'fit s':>8} {'api+rest s':>10}")
     for i, r in enumerate(runs + yaml_runs, 1):
         w = r["api_writes"] or {}
-        print(f"{i:>4} {r['mode']:>7} {r['policies']:>9} {r['wall_seconds']:>8.1f} "
+        split = r["split_thread_seconds"]
+        refits = sum(n for reason, n in r["refit_decisions"].items() if reason not in ("Kept", "none"))
+        print(f"{i:>4} {r['mode']:>12} {r['policies']:>9} {r['wall_seconds']:>8.1f} "
               f"{r['per_policy_median_seconds'] or 0:>20.3f} {r['per_policy_p95_seconds'] or 0:>7.3f} "
-              f"{w.get('proposals_created', 0):>10} {w.get('policy_status_writes', 0):>14}")
-    if runs:
+              f"{w.get('proposals_created', 0):>10} {w.get('policy_status_writes', 0):>14} {refits:>7} "
+              f"{split['query']:>8.1f} {split['fit']:>8.1f} {split['api_and_rest']:>10.1f}")
+    print("query/fit/api+rest: thread-seconds summed over the policies (they overlap; not wall time)")
+    if runs and args.every:
+        for interval in refit_intervals:
+            walls = [r["wall_seconds"] for r in runs if r["refit_interval"] == interval]
+            print(f"refit interval {interval:g}s: {len(walls)} rounds every {args.every:g}s, total {sum(walls):.1f}s, "
+                  f"first {walls[0]:.1f}s, median of the later ones "
+                  f"{statistics.median(walls[1:]) if len(walls) > 1 else float('nan'):.1f}s")
+    elif runs:
         print(f"median round: {summary['median_wall_seconds']:.1f}s for {args.policies} policies, proposals created"
               f" and status written (goal <= 60 s)")
     if yaml_runs:
