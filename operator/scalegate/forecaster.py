@@ -13,6 +13,13 @@ policy's newest open plan (`plans.replan`: NoActivePlan, FallsShort, EndsSoon, W
 with the rule's reason first in `spec.reason`. Realised load above a step's upper bound
 of the plan in effect is a `PlanBreached` Event on that proposal and a count in
 `scalegate_plan_breaches_total`.
+
+Cheap rounds (issue 16): a round refits a policy's model only when `forecast.refit` says
+it is due; otherwise it re-scores the kept forecast against the samples since the fit (a
+short query) and sizes, or re-plans, from it (`fit_policy` fits, `size_policy` sizes from a
+fit made now or kept). With shards (`shards.ShardKeeper`, `run_forever(shards=...)`), a
+replica forecasts the policies of the shards it holds and `Forecaster.may_write` fences
+every write about a policy.
 """
 
 from __future__ import annotations
