@@ -1033,7 +1033,11 @@ def test_approved_proposals_are_decided_and_never_scale_outside_the_policy(scena
         deployment_name = base
         if CATEGORIES[case.category][0]:
             apps.create_namespaced_deployment(s.namespace, paused_deployment(deployment_name, case.replicas0))
-        target = dict(case.target, name=case.target["name"] or deployment_name)
+        # A drawn name gets this example's tag: otherwise two examples may draw the same
+        # missing target, and the later policy is refused as ConflictingPolicy (one policy
+        # per target, older policies of earlier examples still there) before TargetNotFound.
+        drawn = case.target["name"]
+        target = dict(case.target, name=f"{drawn[:40]}-{base}" if drawn else deployment_name)
         decoy = None
         policy_name = (base + "." + "p" * case.name_length)[:63].rstrip(".") if case.name_length else base
         stored_policy = None
