@@ -15,6 +15,7 @@ import yaml
 from harness import MANIFESTS, Cluster, pdb_versions, reapply_changes, wait_for
 
 from scalegate.model import APPROVED, APPROVED_BY, GROUP, POLICY_PLURAL, PROPOSAL_PLURAL, PROPOSED_BY, VERSION
+from scalegate.shards import member_lease, shard_lease
 
 OPERATOR = "system:serviceaccount:scalegate:operator"
 FORECASTER = "system:serviceaccount:scalegate:forecaster"
@@ -362,3 +363,27 @@ def test_viewer_is_aggregated_into_view_and_no_built_in_role_can_approve(cluster
         assert can(user, "get", PROPOSAL_PLURAL) and can(user, "watch", POLICY_PLURAL)
         assert not can(user, "approve", PROPOSAL_PLURAL), f"{user} must not approve through a built-in role"
     assert not can("vera", "patch", PROPOSAL_PLURAL) and not can("vera", "create", PROPOSAL_PLURAL)
+
+
+# -- Leases (issue 16) ---------------------------------------------------------------------
+def may_lease(client: kubernetes.client.ApiClient, verb: str, name: str, namespace: str = "scalegate") -> bool:
+    """SelfSubjectAccessReview for one Lease by name (RBAC's resourceNames)."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {"group": "coordination.k8s.io", "resource": "leases", "verb": verb,
+                                              "namespace": namespace, "name": name}}}
+    return kubernetes.client.AuthorizationV1Api(client).create_self_subject_access_review(review).status.allowed
+
+
+def test_each_component_writes_only_its_own_leases_in_the_scalegate_namespace(accounts, world):
+    op, fc = accounts["operator"], accounts["forecaster"]
+    shard, member = shard_lease(0, 8), member_lease(7, 8)
+    for verb in ("get", "update"):
+        assert may_lease(op, verb, "scalegate-operator")
+        assert may_lease(fc, verb, shard) and may_lease(fc, verb, member)
+    # Not each other's, not another controller's, not elsewhere, and never delete.
+    assert not may_lease(op, "update", shard) and not may_lease(fc, "update", "scalegate-operator")
+    assert not may_lease(op, "update", "kube-controller-manager", "kube-system")
+    assert not may_lease(fc, "update", shard, world) and not may_lease(op, "update", "scalegate-operator", world)
+    assert not any(may_lease(c, "delete", n) for c in (op, fc) for n in ("scalegate-operator", shard))
+    # A shard count the Role does not name is refused: replicas given another --shards fail loudly.
+    assert not may_lease(fc, "update", shard_lease(0, 9))
