@@ -287,20 +287,25 @@ def _flag_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
 
 
+def _add_lease_timing_flags(group, prefix: str, env: str, lease: str) -> None:
+    """The three timings of holding a Lease, named and defaulted as kube-controller-manager's."""
+    group.add_argument(f"{prefix}-lease-duration", type=float, metavar="SECONDS",
+                       help=f"how long another replica waits, after it last saw {lease} renewed, before taking "
+                            f"it over (env {env}_LEASE_DURATION; default 15)")
+    group.add_argument(f"{prefix}-renew-deadline", type=float, metavar="SECONDS",
+                       help=f"the holder stops acting this long after the start of its last successful renewal of "
+                            f"{lease} (env {env}_RENEW_DEADLINE; default 10)")
+    group.add_argument(f"{prefix}-retry-period", type=float, metavar="SECONDS",
+                       help=f"between attempts to acquire or renew {lease} (env {env}_RETRY_PERIOD; default 2)")
+
+
 def _add_leader_election_flags(op: argparse.ArgumentParser) -> None:
     """The operator's leader election (issue 16): flags named as kube-controller-manager's."""
     le = op.add_argument_group("leader election", "Several replicas may run; only the one holding the Lease acts.")
     le.add_argument("--leader-elect", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
                     help="act only while holding the leader Lease (env SCALEGATE_LEADER_ELECT; default false: one "
                          "operator needs no Lease; manifests/ sets it)")
-    le.add_argument("--leader-elect-lease-duration", type=float, metavar="SECONDS",
-                    help="how long a standby waits, after it last saw the Lease renewed, before taking over "
-                         "(env SCALEGATE_LEADER_ELECT_LEASE_DURATION; default 15)")
-    le.add_argument("--leader-elect-renew-deadline", type=float, metavar="SECONDS",
-                    help="the leader stops acting this long after the start of its last successful renewal "
-                         "(env SCALEGATE_LEADER_ELECT_RENEW_DEADLINE; default 10)")
-    le.add_argument("--leader-elect-retry-period", type=float, metavar="SECONDS",
-                    help="between attempts to acquire or renew (env SCALEGATE_LEADER_ELECT_RETRY_PERIOD; default 2)")
+    _add_lease_timing_flags(le, "--leader-elect", "SCALEGATE_LEADER_ELECT", "the Lease")
     le.add_argument("--leader-elect-lease-name", metavar="NAME",
                     help="the Lease's name (env SCALEGATE_LEADER_ELECT_LEASE_NAME; default scalegate-operator)")
     le.add_argument("--leader-elect-namespace", metavar="NS",
@@ -316,15 +321,7 @@ def _add_shard_flags(fl: argparse.ArgumentParser) -> None:
                     help="shards to split the policies into; every replica must be given the same number; 0: no "
                          "sharding, this process forecasts every policy and needs no Lease "
                          "(env SCALEGATE_FORECASTER_SHARDS; default 0; manifests/ sets 8)")
-    sh.add_argument("--shard-lease-duration", type=float, metavar="SECONDS",
-                    help="how long a replica waits, after it last saw a shard's Lease renewed, before taking it "
-                         "over (env SCALEGATE_SHARD_LEASE_DURATION; default 15)")
-    sh.add_argument("--shard-renew-deadline", type=float, metavar="SECONDS",
-                    help="a replica stops writing for a shard this long after the start of its last successful "
-                         "renewal (env SCALEGATE_SHARD_RENEW_DEADLINE; default 10)")
-    sh.add_argument("--shard-retry-period", type=float, metavar="SECONDS",
-                    help="between rounds of acquiring, renewing and releasing shard Leases "
-                         "(env SCALEGATE_SHARD_RETRY_PERIOD; default 2)")
+    _add_lease_timing_flags(sh, "--shard", "SCALEGATE_SHARD", "a shard's Lease")
     sh.add_argument("--shard-namespace", metavar="NS",
                     help="namespace of the shard Leases (env SCALEGATE_SHARD_NAMESPACE; default: the Pod's, "
                          "$POD_NAMESPACE, else scalegate)")
