@@ -489,17 +489,24 @@ class Kube:
             raise NotFound(f"no kind {target.kind} is served in {group_version}")
         return entry["plural"], entry["scale"]
 
-    def _scale_path(self, namespace: str, target: TargetRef) -> str:
+    def _scalable_plural(self, target: TargetRef) -> str:
+        """The plural of the target's kind; NoScaleSubresource when the kind has no scale."""
         plural, has_scale = self._resource(target)
         if not has_scale:
             raise NoScaleSubresource(f"{target.kind} ({target.api_version}) has no scale subresource")
+        return plural
+
+    def _scale_path(self, namespace: str, target: TargetRef) -> str:
+        plural = self._scalable_plural(target)
         prefix = f"/api/{target.api_version}" if "/" not in target.api_version else f"/apis/{target.api_version}"
         return f"{prefix}/namespaces/{namespace}/{plural}/{target.name}/scale"
 
     def get_target(self, namespace: str, target: TargetRef) -> TargetObject:
         """The target object's metadata (not its scale): who controls it, and the generation
-        that every change of its spec moves (a metadata-only GET)."""
-        plural, _ = self._resource(target)
+        that every change of its spec moves (a metadata-only GET). A kind with no scale
+        subresource is NoScaleSubresource before anything is read: it can never be scaled,
+        whether or not this client may read it (else a 403 would say "grant access")."""
+        plural = self._scalable_plural(target)
         prefix = f"/api/{target.api_version}" if "/" not in target.api_version else f"/apis/{target.api_version}"
         return TargetObject.from_api(self._raw(f"read {target.describe()}", "GET",
                                                f"{prefix}/namespaces/{namespace}/{plural}/{target.name}",

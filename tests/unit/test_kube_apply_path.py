@@ -318,6 +318,15 @@ def test_a_kind_without_scale_is_no_scale_subresource():
         make()[0].update_scale("shop", TargetRef(api_version="v1", kind="Pod", name="x"), 1, "1")
 
 
+def test_a_kind_without_scale_is_refused_before_its_object_is_read():
+    """The operator may not read most such kinds: a 403 would ask for a grant that could
+    never make the proposal applicable (found by the API fuzz test)."""
+    kube, api = make()
+    with pytest.raises(NoScaleSubresource, match=r"ControllerRevision \(apps/v1\) has no scale subresource"):
+        kube.get_target("shop", TargetRef(api_version="apps/v1", kind="ControllerRevision", name="x"))
+    assert [r["path"] for r in api.requests] == ["/apis/apps/v1"]  # discovery only
+
+
 def test_an_unknown_kind_is_not_found_and_looked_up_again_next_time():
     kube, api = make()
     target = TargetRef(api_version="apps/v1", kind="Rollout", name="x")
