@@ -20,6 +20,14 @@ short query) and sizes, or re-plans, from it (`fit_policy` fits, `size_policy` s
 fit made now or kept). With shards (`shards.ShardKeeper`, `run_forever(shards=...)`), a
 replica forecasts the policies of the shards it holds and `Forecaster.may_write` fences
 every write about a policy.
+
+What a round writes at scale (issue 16): a policy's status is rewritten only when its
+verdict changes (`status_write_needed`: ForecastReady's status or reason, lastProposal,
+observedGeneration), or when the lastForecastTime it shows is older than
+`STATUS_REFRESH_SECONDS`; the open plans of every policy in a round come from one list per
+namespace of the proposals that are not terminal (`open_plans_by_policy`), not one list
+per policy; and `run_forever` lists the policies at most as often as keeps that list
+under a tenth of its time.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from .forecast.sizing import Sizing, format_load, size_replicas
 from .kube import Conflict, Kube, KubeError, NoScaleSubresource, NotFound
 from .model import (
     API_VERSION,
+    OPEN_PROPOSALS_FIELD_SELECTOR,
     POLICY_KIND,
     POLICY_LABEL,
     PROPOSAL_KIND,
@@ -70,6 +79,13 @@ log = logging.getLogger("scalegate.forecaster")
 READY = "ForecastReady"
 SHARD_LOST = "ShardLost"  # a round's outcome (skipped) when the policy's shard moved away mid-round
 FORECAST_BY = "scalegate.io/forecast-by"  # informational: the forecaster that computed a GitOps manifest
+
+#: Longest a policy's status may go unwritten when its verdict is unchanged: its
+#: lastForecastTime is then up to this old. Rewriting every policy's status every round
+#: was a third of the API server's work in a round of 2,000 policies; the forecaster's
+#: liveness is its metric scalegate_forecaster_last_successful_round_timestamp_seconds
+#: (and the ScalegateForecasterStalled alert), not the policies' status.
+STATUS_REFRESH_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -332,6 +348,54 @@ def check_past_forecast(previous: Forecast, series) -> tuple[float, bool] | None
     return (peak - previous.predicted_peak) / scale, peak > previous.upper_bound
 
 
+def status_write_needed(current: dict | None, new: dict, now: dt.datetime,
+                        refresh_seconds: float = STATUS_REFRESH_SECONDS) -> bool:
+    """Whether the forecaster must write `new` over a policy's `current` status: its
+    verdict changed (ForecastReady's status or reason, lastProposal, observedGeneration),
+    or the lastForecastTime shown is missing, unreadable or `refresh_seconds` old. A new
+    message alone (numbers that move every round) waits for the refresh: status is a
+    snapshot as of its lastForecastTime."""
+    current = current if isinstance(current, dict) else {}
+
+    def verdict(status: dict) -> tuple:
+        ready = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == READY),
+                     {})
+        return (ready.get("status"), ready.get("reason"), ready.get("observedGeneration"),
+                status.get("observedGeneration"))
+
+    if verdict(current) != verdict(new):
+        return True
+    if "lastProposal" in new and new["lastProposal"] != current.get("lastProposal"):
+        return True
+    shown = parse_time(current.get("lastForecastTime"))
+    return shown is None or (now - shown).total_seconds() >= refresh_seconds
+
+
+def parse_time(raw: Any) -> dt.datetime | None:
+    """An RFC 3339 time of status (UTC when it names no zone); None when absent or unreadable."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def open_plans_by_policy(bodies, policies: set[tuple[str, str]], now: dt.datetime,
+                         ) -> dict[tuple[str, str], tuple[Proposal | None, Proposal | None]]:
+    """`open_plans` for each of `policies` ((namespace, name)) from one listing of proposals
+    (those of other policies and terminal ones are passed over as they stream by, so only
+    the open ones are held); a policy without proposals gets (None, None)."""
+    grouped: dict[tuple[str, str], list[dict]] = {key: [] for key in policies}
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), (meta.get("labels") or {}).get(POLICY_LABEL, ""))
+        if key in grouped and (body.get("status") or {}).get("phase") not in Phase.TERMINAL:
+            grouped[key].append(body)
+    return {key: open_plans(found, now) for key, found in grouped.items()}
+
+
 # -- the round -------------------------------------------------------------------------
 @dataclass
 class Forecaster:
@@ -344,6 +408,8 @@ class Forecaster:
     #: Longest time a fit is kept, capped at each policy's horizon; 0 refits every round
     #: (`refit.refit_due`).
     refit_interval: float = refit.REFIT_INTERVAL_SECONDS
+    #: Longest a policy's unchanged status goes unwritten (`status_write_needed`).
+    status_refresh: float = STATUS_REFRESH_SECONDS
     #: Fencing with shards (issue 16): asked just before every write about a policy
     #: (namespace, name); False (its shard is no longer held) skips the write.
     may_write: Callable[[str, str], bool] | None = None
@@ -405,17 +471,21 @@ class Forecaster:
                 current = self.pool = default_pool()
             return current
 
-    def run_policy(self, body: dict) -> RoundResult:
-        """One policy's round: forecast (refitting only when due), then propose or say why not."""
+    def run_policy(self, body: dict, known_plans: tuple[Proposal | None, Proposal | None] | None = None,
+                   ) -> RoundResult:
+        """One policy's round: forecast (refitting only when due), then propose or say why not.
+        `known_plans`: the policy's (open, active) plans as the round listed them
+        (`open_plans_by_policy`); None lists them for this policy alone."""
         started = time.monotonic()
         timings = {"query": 0.0, "fit": 0.0}
         decided: list[str] = []
-        result = self._run_policy(body, timings, decided)
+        result = self._run_policy(body, timings, decided, known_plans)
         result.timings = {**timings, "total": time.monotonic() - started}
         result.refit = decided[-1] if decided else ""
         return result
 
-    def _run_policy(self, body: dict, timings: dict[str, float], decided: list[str]) -> RoundResult:
+    def _run_policy(self, body: dict, timings: dict[str, float], decided: list[str],
+                    known_plans: tuple[Proposal | None, Proposal | None] | None) -> RoundResult:
         started = time.monotonic()
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
@@ -476,7 +546,7 @@ class Forecaster:
         if due.refit:  # checked against what then happened, once its horizon has passed
             self._previous[(namespace, name)] = sized.forecast
         if isinstance(sized, PlannedForecast):
-            return self._propose_plan(body, policy, series, sized, current, now, started)
+            return self._propose_plan(body, policy, series, sized, current, now, started, known_plans)
         elapsed = time.monotonic() - started
         metrics.FORECAST_DURATION.observe(elapsed)
         if not sized.sizing.changes:
@@ -517,15 +587,18 @@ class Forecaster:
         return RoundResult(namespace, name, "proposed", "Proposed", message, proposal=proposal, seconds=elapsed)
 
     def _propose_plan(self, body: dict, policy: Policy, series, planned: PlannedForecast, current: int,
-                      now: dt.datetime, started: float) -> RoundResult:
+                      now: dt.datetime, started: float,
+                      known_plans: tuple[Proposal | None, Proposal | None] | None) -> RoundResult:
         """The re-plan rule against the policy's newest open plan: propose `planned` or keep it.
         Listing the policy's proposals is an API call: a KubeError goes to the round's caller
         (ApiError), and no plan is proposed without knowing which one is open."""
         namespace, name = policy.namespace, policy.name
         spec = policy.forecast
         assert spec is not None
-        bodies = list(self.kube.iter_proposals(namespace, selector=f"{POLICY_LABEL}={name}"))
-        open_plan, active = open_plans(bodies, now)
+        if known_plans is None:
+            known_plans = open_plans(self.kube.iter_proposals(namespace, selector=f"{POLICY_LABEL}={name}",
+                                                              field_selector=OPEN_PROPOSALS_FIELD_SELECTOR), now)
+        open_plan, active = known_plans
         breached = self._report_breaches(policy, active, series, now)
         decision = plans.replan(None if open_plan is None else plan_of(open_plan), planned.plan, now,
                                 approval_seconds=policy.proposal_ttl_seconds, interval_seconds=spec.interval_seconds,
@@ -616,6 +689,8 @@ class Forecaster:
         }
         if last_proposal:
             status["lastProposal"] = last_proposal
+        if not status_write_needed(body.get("status"), status, now, self.status_refresh):
+            return
         try:
             self.kube.patch_policy_status(meta.get("namespace", ""), meta.get("name", ""), status)
         except (NotFound, KubeError) as err:
@@ -630,10 +705,35 @@ class Forecaster:
         return path
 
     # -- many policies -----------------------------------------------------------------
+    def _round_plans(self, policies: list[dict]) -> dict[tuple[str, str], tuple[Proposal | None, Proposal | None]]:
+        """The open plans of the round's policies with plans: one list of the open proposals
+        per namespace (the API server filters out terminal ones) instead of one per policy.
+        A plan that opens or closes later in the round is seen by the next round. Nothing
+        in GitOps mode (the repository holds its plans), or when the list fails (each policy
+        then lists its own, and fails alone)."""
+        if self.output == "yaml":
+            return {}
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        for body in policies:
+            plan = ((body.get("spec") or {}).get("forecast") or {}).get("planHorizonSeconds")
+            if plan:
+                wanted.setdefault(_key(body)[0], set()).add(_key(body))
+        known: dict[tuple[str, str], tuple[Proposal | None, Proposal | None]] = {}
+        now = self.clock()
+        for namespace, keys in wanted.items():
+            try:
+                bodies = self.kube.iter_proposals(namespace, field_selector=OPEN_PROPOSALS_FIELD_SELECTOR)
+                known.update(open_plans_by_policy(bodies, keys, now))
+            except KubeError as err:
+                log.warning("cannot list the open proposals of namespace %s (each policy lists its own): %s",
+                            namespace, err)
+        return known
+
     def run_round(self, policies: list[dict], threads: int = 8) -> list[RoundResult]:
         """Every policy once; one bad policy never stops the others."""
+        known = self._round_plans(policies)
         with concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="forecast") as io_pool:
-            futures = {io_pool.submit(self.run_policy, body): body for body in policies}
+            futures = {io_pool.submit(self.run_policy, body, known.get(_key(body))): body for body in policies}
             results = []
             for future in concurrent.futures.as_completed(futures):
                 body = futures[future]
@@ -689,21 +789,24 @@ def expected_round_interval(policies: list[dict]) -> float:
 
 
 def first_due(body: dict, now: float) -> float:
-    """When a policy this replica has not forecast yet is due (Unix time): an interval
-    after its status' lastForecastTime (written by whichever replica forecast it last, so a
-    shard that moves keeps its policies' rhythm), at the latest an interval from now; now
-    without one. Only scheduling reads it: status says when, never what."""
-    raw = (body.get("status") or {}).get("lastForecastTime")
-    if not isinstance(raw, str):
+    """When a policy this replica has not forecast yet is due (Unix time): the first
+    multiple of its interval after its status' lastForecastTime (written by whichever
+    replica forecast it last, so a shard that moves or a restart keeps the policies' rhythm
+    and their rounds stay spread), at the latest an interval from now; now without one.
+    Only scheduling reads it: status says when, never what."""
+    last = parse_time((body.get("status") or {}).get("lastForecastTime"))
+    if last is None:
         return now
-    try:
-        last = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return now
-    if last.tzinfo is None:
-        last = last.replace(tzinfo=dt.timezone.utc)
     interval = interval_of(body)
-    return min(last.timestamp() + interval, now + interval)
+    if last.timestamp() + interval > now:
+        return min(last.timestamp() + interval, now + interval)
+    # Older than an interval: status is rewritten only when its verdict changes or hourly
+    # (STATUS_REFRESH_SECONDS), so keep its phase: the next multiple of the interval after it.
+    return now + (last.timestamp() - now) % interval
+
+
+#: run_forever waits at least this many times as long as listing the policies took.
+LIST_TIME_FACTOR = 9.0
 
 
 def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0,
@@ -716,8 +819,12 @@ def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0
     due: dict[tuple[str, str], float] = {}
     while not stop.is_set():
         held = shards.held() if shards is not None else None
+        listing = time.monotonic()
         try:
             policies = forecaster.kube.list_policies(namespace)
+            # Thousands of policies take seconds to list: list at most as often as keeps
+            # listing under a tenth of the time (a new policy waits that long at most).
+            wait = max(tick, LIST_TIME_FACTOR * (time.monotonic() - listing))
         except KubeError as err:
             log.warning("cannot list policies: %s", err)
             stop.wait(tick)
@@ -739,7 +846,7 @@ def run_forever(forecaster: Forecaster, namespace: str | None, tick: float = 5.0
             finished = time.time()
             for body in ready:
                 due[_key(body)] = finished + interval_of(body)
-        stop.wait(tick)
+        stop.wait(wait)
 
 
 def _key(body: dict) -> tuple[str, str]:

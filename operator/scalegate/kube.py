@@ -374,11 +374,12 @@ class Kube:
         return [dict(item.get("metadata") or {}) for item in (result.get("items") or [])]
 
     def iter_proposals(self, namespace: str | None = None, page_size: int = 500,
-                       selector: str | None = None) -> Iterator[dict]:
-        """Every proposal (in `namespace`, else in all; with a label `selector`, only those),
-        fetched a page at a time so a sweep over thousands of old ones never holds them all
-        in memory at once."""
-        first = [("limit", str(page_size))] + ([("labelSelector", selector)] if selector else [])
+                       selector: str | None = None, field_selector: str | None = None) -> Iterator[dict]:
+        """Every proposal (in `namespace`, else in all; with a label `selector` or a
+        `field_selector`, only those), fetched a page at a time so a sweep over thousands of
+        old ones never holds them all in memory at once."""
+        first = ([("limit", str(page_size))] + ([("labelSelector", selector)] if selector else [])
+                 + ([("fieldSelector", field_selector)] if field_selector else []))
         query = first
         while True:
             result = self._raw("list proposals", "GET", self._custom_path(namespace, PROPOSAL_PLURAL), query=query)

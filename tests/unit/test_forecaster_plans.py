@@ -13,7 +13,7 @@ from scalegate import metrics
 from scalegate.decision import check_plan
 from scalegate.forecaster import Forecaster, open_plans
 from scalegate.kube import Kube, Scale
-from scalegate.model import Policy, Proposal
+from scalegate.model import OPEN_PROPOSALS_FIELD_SELECTOR, Policy, Proposal
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,8 @@ def test_without_an_open_plan_a_day_plan_is_proposed_that_the_operator_accepts(k
     assert spec["schedule"][1]["at"] == "2026-11-26T13:00:00Z" and spec["endsAt"] == "2026-11-27T12:00:00Z"
     assert all("upperBound" in step and "predictedPeak" in step for step in spec["schedule"])
     assert spec["forecast"]["horizonSeconds"] == 86370
-    kube.iter_proposals.assert_called_once_with("shop", selector="scalegate.io/policy=web")
+    kube.iter_proposals.assert_called_once_with("shop", selector="scalegate.io/policy=web",
+                                                field_selector=OPEN_PROPOSALS_FIELD_SELECTOR)
     proposal = Proposal.parse(manifest | {"status": {}})  # the CRD's rules for a plan, as model reads them
     assert check_plan(proposal, Policy.parse(body)) is None  # bounds, step limits, spacing: as approved
     # a daily cycle of 40..160 at 10 per replica: the plan follows it, within the step limit of 2
@@ -208,3 +209,127 @@ def test_a_breach_is_one_event_and_makes_a_plan_short_of_the_new_bound_fall_shor
     made.run_policy(body)  # the same step again: no second Event, no second count
     assert kube.emit_event.call_count == 1
     assert metrics.REGISTRY.get_sample_value("scalegate_plan_breaches_total", {"namespace": "shop", "policy": "web"}) == after
+
+
+# -- what a round writes at scale (issue 16) -------------------------------------------------
+def test_a_round_lists_the_open_proposals_once_per_namespace_not_once_per_policy(kube):
+    active = proposed_now(kube, "Active")
+    superseded = proposed_now(kube, "Superseded") | {"metadata": active["metadata"] | {"name": "web-old"}}
+    api = policy_body() | {"metadata": {"name": "api", "namespace": "shop", "uid": "uid-api", "generation": 1}}
+    other = policy_body() | {"metadata": {"name": "web", "namespace": "other", "uid": "uid-o", "generation": 1}}
+    kube.iter_proposals.reset_mock()
+    kube.iter_proposals.side_effect = lambda namespace, **_: iter([superseded, active] if namespace == "shop" else [])
+    results = {(r.namespace, r.policy): r for r in forecaster(kube).run_round([policy_body(), api, other])}
+    # one list per namespace, of the open proposals only
+    assert sorted(c.args[0] for c in kube.iter_proposals.call_args_list) == ["other", "shop"]
+    assert all(c.kwargs == {"field_selector": OPEN_PROPOSALS_FIELD_SELECTOR} for c in kube.iter_proposals.call_args_list)
+    # web's active plan holds (its terminal one is passed over); api and other/web have none
+    assert results["shop", "web"].reason == "PlanHolds", results["shop", "web"].message
+    assert results["shop", "api"].reason == results["other", "web"].reason == "Proposed"
+    assert {c.args[1]["spec"]["policyRef"]["name"] for c in kube.create_proposal.call_args_list} == {"api", "web"}
+
+
+def test_a_round_whose_list_fails_lets_each_policy_list_its_own(kube):
+    from scalegate.kube import KubeError
+
+    active = proposed_now(kube, "Active")
+    calls = []
+
+    def listing(namespace, **kwargs):
+        calls.append(kwargs)
+        if "selector" not in kwargs:
+            raise KubeError("list proposals: 503")
+        return iter([active])
+
+    kube.iter_proposals.side_effect = listing
+    [result] = forecaster(kube).run_round([policy_body()])
+    assert result.reason == "PlanHolds", result.message
+    assert calls[-1] == {"selector": "scalegate.io/policy=web", "field_selector": OPEN_PROPOSALS_FIELD_SELECTOR}
+
+
+def test_status_is_written_when_the_verdict_changes_or_it_is_an_hour_old(kube):
+    from scalegate.forecaster import STATUS_REFRESH_SECONDS
+
+    body = policy_body()
+    clock = [NOW]
+    later = daily_load(days=15)  # a day more: each round reads the samples up to its time
+    later.index = later.index + 2 * HOUR
+
+    class Recorded(Source):
+        def fetch(self, query, lookback_seconds, step_seconds, end=None):
+            return self.series[self.series.index <= pd.Timestamp(end)]
+
+    runner = Forecaster(kube=kube, source=Recorded(later), clock=lambda: clock[0])
+
+    def round_at(moment: dt.datetime, policy: dict) -> dict:
+        """One round at `moment` on `policy` as listed; the policy as the next list shows it."""
+        clock[0] = moment
+        kube.iter_proposals.return_value = iter([active])
+        kube.patch_policy_status.reset_mock()
+        assert runner.run_policy(policy).reason == "PlanHolds"
+        if not kube.patch_policy_status.called:
+            return policy
+        return policy | {"status": kube.patch_policy_status.call_args.args[2]}
+
+    kube.iter_proposals.return_value = iter([])
+    assert runner.run_policy(body).reason == "Proposed"  # no status yet: written, with lastProposal
+    manifest = kube.create_proposal.call_args.args[1]
+    active = manifest | {"metadata": manifest["metadata"] | {"creationTimestamp": "2026-11-26T12:00:30Z",
+                                                             "uid": "uid-plan"}, "status": {"phase": "Active"}}
+    body = body | {"status": kube.patch_policy_status.call_args.args[2]}
+    assert body["status"]["lastForecastTime"] == "2026-11-26T12:00:30Z"
+    assert body["status"]["lastProposal"] == manifest["metadata"]["name"]
+    body = round_at(NOW + dt.timedelta(minutes=1), body)  # PlanHolds: a new verdict, written
+    assert body["status"]["conditions"][0]["reason"] == "PlanHolds"
+    for minutes in (15, 30, 45):  # the same verdict: not rewritten
+        assert round_at(NOW + dt.timedelta(minutes=minutes), body) is body
+    assert STATUS_REFRESH_SECONDS == 3600
+    assert round_at(NOW + HOUR, body) is body  # 59 minutes old: not yet
+    refreshed = round_at(NOW + HOUR + dt.timedelta(minutes=1), body)  # an hour old: rewritten
+    assert refreshed["status"]["lastForecastTime"] == "2026-11-26T13:01:30Z"
+    # a new generation of the policy is a new verdict
+    changed = refreshed | {"metadata": refreshed["metadata"] | {"generation": 2}}
+    assert round_at(NOW + HOUR + dt.timedelta(minutes=15), changed) is not changed
+
+
+def test_status_write_needed_judges_the_verdict_not_the_message():
+    from scalegate.forecaster import status_write_needed
+
+    def status(reason="PlanHolds", message="m", ready="True", at="2026-11-26T12:00:30Z", **extra):
+        return {"conditions": [{"type": "ForecastReady", "status": ready, "reason": reason, "message": message,
+                                "observedGeneration": 1}], "lastForecastTime": at, "observedGeneration": 1, **extra}
+
+    later = NOW + dt.timedelta(minutes=20)
+    assert not status_write_needed(status(), status(message="other numbers"), later)
+    assert status_write_needed(status(), status(reason="TooUncertain", ready="False"), later)
+    assert status_write_needed(status(), status(ready="False"), later)
+    assert status_write_needed(status(lastProposal="web-1"), status(lastProposal="web-2"), later)
+    assert not status_write_needed(status(lastProposal="web-1"), status(), later)  # none named: kept
+    assert status_write_needed(status(), status(), NOW + HOUR)  # the refresh
+    assert status_write_needed(None, status(), later)
+    assert status_write_needed(status(at="yesterday"), status(), later)
+
+
+def test_policies_that_take_long_to_list_are_listed_less_often(kube, monkeypatch):
+    import threading
+
+    from scalegate import forecaster as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+
+    def slow_list(namespace):
+        clock[0] += 2.0  # thousands of policies: two seconds to list
+        return []
+
+    kube.list_policies.side_effect = slow_list
+    waits = []
+
+    class OneTick(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            self.set()
+            return True
+
+    module.run_forever(forecaster(kube), None, tick=5.0, stop=OneTick())
+    assert waits == [2.0 * module.LIST_TIME_FACTOR]  # listing stays under a tenth of the time

@@ -297,3 +297,15 @@ def test_the_forecasters_role_may_update_exactly_the_leases_of_its_shards():
     updates = [r for r in role["rules"] if "update" in r["verbs"]]
     assert len(updates) == 1 and sorted(updates[0]["resourceNames"]) == sorted(lease_names(shards))
     assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"] for r in role["rules"])
+
+
+def test_a_policy_whose_status_is_older_than_its_interval_keeps_its_phase():
+    # status is rewritten only when its verdict changes or hourly: an old lastForecastTime
+    # does not make every policy due at once after a start, each keeps its phase
+    from scalegate.forecaster import first_due
+
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    body = {"spec": {"forecast": {"intervalSeconds": 900}}, "status": {"lastForecastTime": "2027-01-15T06:55:00Z"}}
+    assert first_due(body, now) == now + 600  # 06:55 + 5 x 15 min = 08:10
+    on_the_beat = {**body, "status": {"lastForecastTime": "2027-01-15T07:00:00Z"}}
+    assert first_due(on_the_beat, now) == now
