@@ -6,10 +6,18 @@
     .venv/bin/python benchmarks/forecaster_round.py --policies 200 --runs 5 --every 900 --refit-intervals 0,3600
     # two replicas sharing the policies in 8 shards (real Leases), rounds as above
     .venv/bin/python benchmarks/forecaster_round.py --policies 1000 --runs 2 --every 900 --replicas 2
+    # issue 16's scale: 10,000 policies with day plans, two replicas, four rounds 15 minutes apart
+    .venv/bin/python benchmarks/forecaster_round.py --policies 10000 --plans --runs 4 --every 900 \
+        --replicas 2 --yaml-runs 0 --quiet-below 1.5
 
 Prometheus holds one recorded series per policy (the recorded real load traces in
 tests/data/load, each scaled by a different factor so no two are equal), backfilled with
-promtool; every policy has a Deployment and a forecast spec.
+promtool; every policy has a Deployment and a forecast spec. The Deployments are created
+paused, so the controller manager makes no ReplicaSets or Pods for them (the forecaster reads
+only their scale subresource; 30,000 Pending Pods would only load the API server between
+rounds). With --plans every policy has day plans (planHorizonSeconds 86400, planStepSeconds
+3600): the first round proposes a plan for each, later ones judge it with the re-plan rule
+(nobody approves here, so the Pending plan is the open one).
 
 What a round includes, as `scalegate forecaster` does it in production: it runs as the
 ServiceAccount scalegate:forecaster (a TokenRequest token, the RBAC of manifests/base/rbac)
@@ -31,7 +39,8 @@ pool) runs --runs rounds at simulated times --every seconds apart, ending now, s
 round between refits reuses the kept fits (issue 16); each --refit-intervals value runs the
 whole sequence once. Each round's figures split the policies' time into Prometheus
 queries, fits and the rest (the API server: the scale read, the proposal and the status
-write), summed over the policies.
+write), summed over the policies, and count the forecaster's writes in the API server's
+audit log (verb, resource, HTTP code), not its own results.
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ from scalegate.forecast.prometheus import PrometheusSettings, PrometheusSource
 from scalegate.forecaster import Forecaster, default_pool
 from scalegate.kube import Kube, api_client
 from scalegate.shards import ShardKeeper
+
+FORECASTER = "system:serviceaccount:scalegate:forecaster"  # as apply_throughput.py's Bench makes it
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR") or REPO / "tests" / "data" / "load")
@@ -183,6 +194,29 @@ def figures(wall: float, results: list, mode: str, writes: dict | None = None) -
             "api_writes": writes}
 
 
+def forecaster_writes(bench, since: int) -> tuple[dict[str, int], int]:
+    """The forecaster's writes in the benchmark's namespace after the first `since` audit
+    events, as the API server recorded them: 'verb resource[/subresource] code' -> count;
+    and the number of events now (the next call's `since`)."""
+    events = bench.dev.audit_events()
+    counts: collections.Counter = collections.Counter()
+    for event in events[since:]:
+        ref = event.get("objectRef") or {}
+        if (event.get("stage") == "ResponseComplete" and ref.get("namespace") == NAMESPACE
+                and (event.get("user") or {}).get("username") == FORECASTER):
+            what = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            counts[f"{event.get('verb')} {what} {(event.get('responseStatus') or {}).get('code', 0)}"] += 1
+    return dict(counts), len(events)
+
+
+def wait_until_quiet(load: float, log, timeout: float = 2700) -> None:
+    """Wait until the 1-minute load average is below `load` (the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= load and time.monotonic() < deadline:
+        log(f"load average {os.getloadavg()[0]:.1f} >= {load:g}: waiting for a quieter machine")
+        time.sleep(30)
+
+
 def simulated_clock(at: pd.Timestamp):
     """A forecaster clock fixed at `at` (a round of the consecutive-rounds mode)."""
     moment = at.to_pydatetime()
@@ -203,6 +237,11 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1,
                         help="with --every: forecaster replicas sharing the policies by shards (default 1)")
     parser.add_argument("--shards", type=int, default=8, help="with --replicas > 1 (default 8, as manifests/)")
+    parser.add_argument("--quiet-below", type=float, default=None, metavar="LOAD",
+                        help="after the set-up, wait (up to 45 minutes) until the 1-minute load average is below "
+                             "LOAD before the timed rounds (a shared machine); the load at their start is reported")
+    parser.add_argument("--plans", action="store_true",
+                        help="policies with day plans (planHorizonSeconds 86400, planStepSeconds 3600)")
     parser.add_argument("--refit-intervals", default="3600", metavar="S[,S...]",
                         help="the forecaster's refit interval; several: the whole sequence of rounds once per "
                              "value, e.g. 0,3600 (0 = refit every round, as before issue 16)")
@@ -216,7 +255,6 @@ def main() -> int:
                 "round": "list policies, read scales, query Prometheus, fit, create proposals, write policy status"}
     includes.pop("operator"), includes.pop("approvals_by"), includes.pop("proposals_created_by")
     log(f"includes: {json.dumps(includes)}")
-    load_at_start = os.getloadavg()
     traces = recorded_series()
     rng = np.random.default_rng(1)
     end = pd.Timestamp.now(tz="UTC").floor("5min")
@@ -236,10 +274,12 @@ def main() -> int:
         kubernetes.client.CoreV1Api(admin).create_namespace({"metadata": {"name": NAMESPACE}})
         apps, custom = kubernetes.client.AppsV1Api(admin), kubernetes.client.CustomObjectsApi(admin)
 
+        plans = {"planHorizonSeconds": 86400, "planStepSeconds": 3600} if args.plans else {}
+
         def create(name: str) -> None:
             labels = {"app": name}
             apps.create_namespaced_deployment(NAMESPACE, {"metadata": {"name": name}, "spec": {
-                "replicas": 3, "selector": {"matchLabels": labels},
+                "replicas": 3, "paused": True, "selector": {"matchLabels": labels},
                 "template": {"metadata": {"labels": labels},
                              "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}}})
             capacity = float(series_by_policy[name].quantile(0.99)) / 20 or 1.0
@@ -248,10 +288,17 @@ def main() -> int:
                 "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                          "minReplicas": 1, "maxReplicas": 100,
                          "forecast": {"query": f'load{{policy="{name}"}}', "capacityPerReplica": capacity,
-                                      "horizonSeconds": 3600, "lookbackSeconds": 14 * 86400, "stepSeconds": 300}}})
+                                      "horizonSeconds": 3600, "lookbackSeconds": 14 * 86400, "stepSeconds": 300,
+                                      **plans}}})
 
+        started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             list(pool.map(create, series_by_policy))
+        log(f"created {args.policies} Deployments and policies in {time.monotonic() - started:.0f}s")
+        audited = forecaster_writes(bench, 0)[1]
+        if args.quiet_below is not None:
+            wait_until_quiet(args.quiet_below, log)
+        load_at_start = os.getloadavg()
         source = PrometheusSource(PrometheusSettings(url=prometheus.url, timeout_seconds=60))
         forecaster_kubeconfig = str(bench.forecaster_kubeconfig)
         runs, yaml_runs = [], []
@@ -263,13 +310,18 @@ def main() -> int:
                     wall, results = replicas.round(at, args.threads)
                     if len(results) != args.policies or len({(r.namespace, r.policy) for r in results}) != len(results):
                         raise RuntimeError(f"{len(results)} results for {args.policies} policies: not each once")
-                    writes = {"proposals_created": sum(1 for r in results if r.outcome == "proposed"),
-                              "policy_status_writes": sum(1 for r in results if r.outcome != "skipped")}
+                    audit, audited = forecaster_writes(bench, audited)
+                    writes = {"proposals_created": sum(n for k, n in audit.items()
+                                                       if k.startswith("create scalingproposals ")),
+                              "policy_status_writes": sum(n for k, n in audit.items()
+                                                          if k.startswith("patch scalingpolicies/status ")),
+                              "audit_log": audit}
                     runs.append({**figures(wall, results, f"refit={interval:g}s", writes), "round": run + 1,
                                  "refit_interval": interval, "at": str(at),
                                  "replicas": args.replicas})
                     log(f"refit interval {interval:g}s, round {run + 1} at {at:%H:%M}: {wall:.1f}s; "
-                        f"{runs[-1]['refit_decisions']}; split {runs[-1]['split_thread_seconds']}")
+                        f"{runs[-1]['refit_decisions']}; {runs[-1]['outcomes']}; "
+                        f"split {runs[-1]['split_thread_seconds']}; writes {audit}")
                 replicas.close()
                 delete_proposals(custom)
             for run in range(args.runs if not args.every else 0):
@@ -297,7 +349,8 @@ def main() -> int:
         prometheus.stop()
         if bench is not None:
             bench.close()
-    summary = {"policies": args.policies, "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
+    summary = {"policies": args.policies, "plans": args.plans, "cpus": os.cpu_count(),
+               "load_average_at_start": load_at_start,
                "includes": includes, "runs": runs, "yaml_runs": yaml_runs,
                "median_wall_seconds": statistics.median(r["wall_seconds"] for r in runs) if runs else None,
                "median_yaml_wall_seconds": (statistics.median(r["wall_seconds"] for r in yaml_runs)
