@@ -222,7 +222,8 @@ def _forecaster_loop(args: argparse.Namespace) -> int:
     pool = default_pool()
     kube = _kube(settings.kubeconfig)
     forecaster = Forecaster(kube=kube, source=_prometheus(settings), pool=pool,
-                            refit_interval=settings.refit_interval_seconds)
+                            refit_interval=settings.refit_interval_seconds,
+                            status_refresh=settings.status_refresh_seconds)
     log.info("forecaster started as %s; Prometheus at %s", forecaster.identity, settings.prometheus_url)
     keeper = None
     if settings.shards:
@@ -398,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refit a policy's model at least this often (at most its horizon); rounds between reuse "
                          "the kept forecast unless the load breaks it; 0 refits every round "
                          "(env SCALEGATE_REFIT_INTERVAL_SECONDS; default 3600)")
+    fl.add_argument("--status-refresh", dest="status_refresh_seconds", type=float, metavar="SECONDS",
+                    help="rewrite a policy's status at least this often while its verdict is unchanged (how old "
+                         "lastForecastTime may be); 0 writes it every round "
+                         "(env SCALEGATE_STATUS_REFRESH_SECONDS; default 3600)")
     _add_shard_flags(fl)
     fl.add_argument("-v", "--verbose", action="store_true")
     _add_prometheus_flags(fl)

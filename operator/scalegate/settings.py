@@ -79,6 +79,10 @@ class ForecasterSettings:
     refit_interval_seconds: float = field(default=3600.0, metadata=_env("SCALEGATE_REFIT_INTERVAL_SECONDS"))
     """Longest time a policy's fit is kept, at most its horizon; rounds between re-score the kept
     forecast instead of refitting (`forecast.refit`). 0 refits every round."""
+    status_refresh_seconds: float = field(default=3600.0, metadata=_env("SCALEGATE_STATUS_REFRESH_SECONDS"))
+    """Longest a policy's status goes unwritten while its verdict (ForecastReady, lastProposal)
+    is unchanged, i.e. how old its lastForecastTime may be (`forecaster.status_write_needed`).
+    0 writes it every round."""
     shards: int = field(default=0, metadata=_env("SCALEGATE_FORECASTER_SHARDS"))
     """Shards the policies are split into, each held by one replica through its own Lease
     (`shards.py`); 0 turns sharding off: this process forecasts every policy and needs no

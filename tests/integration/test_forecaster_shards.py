@@ -54,6 +54,8 @@ class Replica:
         args = [sys.executable, "-m", "scalegate.cli", "forecaster", "-n", namespace,
                 "--kubeconfig", str(kubeconfig), "--prometheus-url", prometheus_url,
                 "--metrics-bind-address", "0", "--shards", str(SHARDS), "--shard-namespace", "scalegate",
+                # every round writes the policy's status: the audit log's witness of each forecast
+                "--status-refresh", "0",
                 *[x for pair in LEASE.items() for x in pair]]
         env = {**os.environ, "POD_NAME": name, "OPENBLAS_NUM_THREADS": "1"}
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
