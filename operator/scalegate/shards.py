@@ -270,12 +270,7 @@ class ShardKeeper:
         for k in range(self.shards):
             slot = (start + k) % self.shards
             name = member_lease(slot, self.shards)
-            try:
-                raw = self.kube.get_lease(self.namespace, name)
-            except KubeError as err:
-                log.warning("cannot read membership slot %s: %s", name, err)
-                continue
-            if self._observer.live_holder(name, raw) not in ("", self.identity):
+            if self._slot_holder(slot) not in ("", self.identity):  # held by another, or unreadable
                 continue
             if self.leases.try_acquire_or_renew(name):
                 self._slot = slot
@@ -288,16 +283,21 @@ class ShardKeeper:
         for slot in range(self.shards):
             if slot == self._slot:
                 continue
-            name = member_lease(slot, self.shards)
-            try:
-                raw = self.kube.get_lease(self.namespace, name)
-            except KubeError as err:
-                log.warning("cannot read membership slot %s: %s", name, err)
-                continue
-            holder = self._observer.live_holder(name, raw)
+            holder = self._slot_holder(slot)
             if holder and holder != self.identity:
                 members.add(holder)
         return members
+
+    def _slot_holder(self, slot: int) -> str | None:
+        """The live holder of a membership slot ("" when free or expired), None when it
+        cannot be read (logged)."""
+        name = member_lease(slot, self.shards)
+        try:
+            raw = self.kube.get_lease(self.namespace, name)
+        except KubeError as err:
+            log.warning("cannot read membership slot %s: %s", name, err)
+            return None
+        return self._observer.live_holder(name, raw)
 
     # -- the background thread ---------------------------------------------------------------
     def start(self) -> "ShardKeeper":
