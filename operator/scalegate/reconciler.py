@@ -561,8 +561,9 @@ class Reconciler:
                 approver = self._verified_approver(proposal)
             return self._finish(body, proposal, outcome, approver=approver)
         outcome = d.check_approval(proposal, now)
-        if outcome:
-            return self._finish(body, proposal, outcome)
+        if outcome:  # a plan waiting for approval shows its steps and the next one's time already
+            waiting = d.plan_status(proposal, (), now) if outcome.phase == Phase.PENDING else None
+            return self._finish(body, proposal, outcome, extra=waiting)
         approver = self._verified_approver(proposal)
         if approver is None:
             return self._finish(body, proposal, d.approver_not_authorized(proposal.decision.approved_by, proposal))

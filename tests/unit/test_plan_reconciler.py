@@ -346,3 +346,13 @@ def test_the_step_fault_points_are_known_to_the_hook():
 def test_next_step_at_round_trips(kube, reconciler):
     reconcile(reconciler)
     assert parse_time(kube.status()["nextStepAt"]) == at(10)
+
+
+def test_a_plan_waiting_for_approval_shows_its_steps_and_the_next_ones_time(kube, reconciler):
+    # kubectl get scalingproposals -o wide: the Steps and Next-Step columns of a Pending plan
+    kube.proposals[(NS, "web-1")] = plan_body(approved_by=None)
+    reconcile(reconciler)
+    status = kube.status()
+    assert (status["phase"], status["reason"]) == (Phase.PENDING, Reason.AWAITING_APPROVAL)
+    assert status["plannedSteps"] == 3 and status["nextStepAt"] == stamp(10) and status["steps"] == []
+    assert kube.called("update_scale") == []
