@@ -37,6 +37,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import decision as d
@@ -117,6 +118,23 @@ def _moment(value: Any) -> dt.datetime | None:
         return parse_time(value)
     except InvalidObject:
         return None
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """Checks 1 to 3 passed (`Reconciler._gate`): the proposal (its validity capped by the
+    policy's TTL), the policy, and the approver the API server confirmed."""
+
+    proposal: Proposal
+    policy: Policy
+    approver: str
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """A check stopped the proposal; its outcome is recorded. When to look again, if ever."""
+
+    requeue_after: float | None
 
 
 class Reconciler:
@@ -219,6 +237,17 @@ class Reconciler:
         if intent is not None:
             return self._recover(body, proposal, intent, now)
 
+        gate = self._gate(body, proposal, now)
+        if isinstance(gate, _Stopped):
+            return gate.requeue_after
+        return self._apply(body, gate.proposal, gate.policy, now, gate.approver)
+
+    def _gate(self, body: dict, proposal: Proposal, now: dt.datetime) -> _Passed | _Stopped:
+        """Checks 1 to 3 of the contract, for a single change and for a plan not started yet
+        alike: expiry, rejection and supersession; a complete approval by a user the API
+        server confirms may approve; the policy (valid, in force, claiming the target), and
+        the change within its bounds (a plan: every step, `decision.check_plan`). An
+        outcome is recorded here and stops; else what the apply needs."""
         # The policy first: its proposalTTLSeconds caps how long the proposal is valid.
         policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
         policy, policy_error = None, None
@@ -240,29 +269,32 @@ class Reconciler:
             approver = None
             if outcome.phase in (Phase.EXPIRED, Phase.SUPERSEDED) and d.check_approval(proposal, now) is None:
                 approver = self._verified_approver(proposal)
-            return self._finish(body, proposal, outcome, approver=approver)
+            return _Stopped(self._finish(body, proposal, outcome, approver=approver))
         outcome = d.check_approval(proposal, now)
-        if outcome:
-            return self._finish(body, proposal, outcome)
+        if outcome:  # a plan waiting for approval shows its steps and the next one's time already
+            waiting = d.plan_status(proposal, (), now) if proposal.is_plan and outcome.phase == Phase.PENDING else None
+            return _Stopped(self._finish(body, proposal, outcome, extra=waiting))
         approver = self._verified_approver(proposal)
         if approver is None:
-            return self._finish(body, proposal, d.approver_not_authorized(proposal.decision.approved_by, proposal))
+            return _Stopped(self._finish(body, proposal,
+                                         d.approver_not_authorized(proposal.decision.approved_by, proposal)))
 
         if policy_error is not None:
-            return self._finish(body, proposal, d.Outcome(
+            return _Stopped(self._finish(body, proposal, d.Outcome(
                 Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {policy_error}"),
-                approver=approver)
+                approver=approver))
         outcome = d.check_policy(proposal, policy, now)
         if outcome is None:
             assert policy is not None and policy_body is not None
             claims = d.policy_claims(self.kube.list_policies(
                 proposal.namespace, not_older_than=body["metadata"].get("resourceVersion")))
             created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
-            outcome = d.check_target_claim(policy, created, claims) or d.check_bounds(proposal, policy)
+            within = d.check_plan(proposal, policy) if proposal.is_plan else d.check_bounds(proposal, policy)
+            outcome = d.check_target_claim(policy, created, claims) or within
         if outcome:
-            return self._finish(body, proposal, outcome, approver=approver)
+            return _Stopped(self._finish(body, proposal, outcome, approver=approver))
         assert policy is not None
-        return self._apply(body, proposal, policy, now, approver)
+        return _Passed(proposal, policy, approver)
 
     def _verified_approver(self, proposal: Proposal) -> str | None:
         """The approver named in approved-by, if the API server says they hold the verb
@@ -540,47 +572,13 @@ class Reconciler:
         return self._start_plan(body, proposal, now)
 
     def _start_plan(self, body: dict, proposal: Proposal, now: dt.datetime) -> float | None:
-        """Checks 1 to 6 as for a single change, the whole plan in check 3, then the step in
-        effect now (the first, unless approval came later) is applied."""
-        policy_body = self.kube.get_policy(proposal.namespace, proposal.policy_name)
-        policy, policy_error = None, None
-        try:
-            policy = Policy.parse(policy_body) if policy_body else None
-        except InvalidObject as err:
-            policy_error = err
-        proposal = d.with_ttl(proposal, policy)
-        # Not started yet: any newer proposal supersedes it, as it would a single change.
-        newest = d.newest_proposal(
-            self.kube.list_policy_proposals(proposal.namespace, proposal.policy_name,
-                                            not_older_than=body["metadata"].get("resourceVersion"))
-            + [(proposal.name, proposal.created)])
-        outcome = d.check_expiry_rejection_supersession(proposal, now, newest)
-        if outcome:
-            approver = None
-            if outcome.phase in (Phase.EXPIRED, Phase.SUPERSEDED) and d.check_approval(proposal, now) is None:
-                approver = self._verified_approver(proposal)
-            return self._finish(body, proposal, outcome, approver=approver)
-        outcome = d.check_approval(proposal, now)
-        if outcome:  # a plan waiting for approval shows its steps and the next one's time already
-            waiting = d.plan_status(proposal, (), now) if outcome.phase == Phase.PENDING else None
-            return self._finish(body, proposal, outcome, extra=waiting)
-        approver = self._verified_approver(proposal)
-        if approver is None:
-            return self._finish(body, proposal, d.approver_not_authorized(proposal.decision.approved_by, proposal))
-        if policy_error is not None:
-            return self._finish(body, proposal, d.Outcome(
-                Phase.FAILED, d.Reason.INVALID_POLICY, f"policy {proposal.policy_name} is invalid: {policy_error}"),
-                approver=approver)
-        outcome = d.check_policy(proposal, policy, now)
-        if outcome is None:
-            assert policy is not None and policy_body is not None
-            claims = d.policy_claims(self.kube.list_policies(
-                proposal.namespace, not_older_than=body["metadata"].get("resourceVersion")))
-            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
-            outcome = d.check_target_claim(policy, created, claims) or d.check_plan(proposal, policy)
-        if outcome:
-            return self._finish(body, proposal, outcome, approver=approver)
-        assert policy is not None
+        """Checks 1 to 6 as for a single change (not started yet: any newer proposal
+        supersedes it, as it would a single change), the whole plan in check 3, then the step
+        in effect now (the first, unless approval came later) is applied."""
+        gate = self._gate(body, proposal, now)
+        if isinstance(gate, _Stopped):
+            return gate.requeue_after
+        proposal, policy, approver = gate.proposal, gate.policy, gate.approver
         if d.plan_ended(proposal, now):
             return self._finish(body, proposal, d.plan_ended_unstarted(proposal), approver=approver)
         index = d.step_in_effect(proposal, now)
