@@ -421,12 +421,17 @@ class Kube:
         return self._get(f"get policy {namespace}/{name}", self._custom_path(namespace, POLICY_PLURAL, name),
                          missing_ok)
 
-    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None) -> list[dict]:
+    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None,
+                      target_name: str | None = None) -> list[dict]:
         """Every policy (in `namespace`, else in all); with `not_older_than`, a list at least
-        as recent as that resourceVersion (from the API server's cache)."""
+        as recent as that resourceVersion (from the API server's cache); with `target_name`,
+        only the policies whose spec.targetRef.name is that (a selectable field of the CRD:
+        the API server filters, so a namespace of thousands of policies is not sent)."""
         query = []
         if not_older_than:
             query = [("resourceVersion", not_older_than), ("resourceVersionMatch", "NotOlderThan")]
+        if target_name:
+            query.append(("fieldSelector", f"spec.targetRef.name={target_name}"))
         return self._raw("list policies", "GET", self._custom_path(namespace, POLICY_PLURAL),
                          query=query).get("items") or []
 

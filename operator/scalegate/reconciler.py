@@ -286,15 +286,20 @@ class Reconciler:
         outcome = d.check_policy(proposal, policy, now)
         if outcome is None:
             assert policy is not None and policy_body is not None
-            claims = d.policy_claims(self.kube.list_policies(
-                proposal.namespace, not_older_than=body["metadata"].get("resourceVersion")))
-            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
-            within = d.check_plan(proposal, policy) if proposal.is_plan else d.check_bounds(proposal, policy)
-            outcome = d.check_target_claim(policy, created, claims) or within
+            outcome = (self._check_target_claim(policy, policy_body, body["metadata"].get("resourceVersion"))
+                       or (d.check_plan(proposal, policy) if proposal.is_plan else d.check_bounds(proposal, policy)))
         if outcome:
             return _Stopped(self._finish(body, proposal, outcome, approver=approver))
         assert policy is not None
         return _Passed(proposal, policy, approver)
+
+    def _check_target_claim(self, policy: Policy, policy_body: dict, not_older_than: str | None) -> d.Outcome | None:
+        """Check 2, continued (`decision.check_target_claim`): the policies of the same target
+        name, listed at least as recent as the proposal decided on."""
+        claims = d.policy_claims(self.kube.list_policies(policy.namespace, not_older_than=not_older_than,
+                                                         target_name=policy.target.name))
+        created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
+        return d.check_target_claim(policy, created, claims)
 
     def _verified_approver(self, proposal: Proposal) -> str | None:
         """The approver named in approved-by, if the API server says they hold the verb
@@ -635,11 +640,8 @@ class Reconciler:
             return self._skip_step(body, proposal, index, policy, approver, now)
         if outcome is None:
             assert policy is not None and policy_body is not None
-            claims = d.policy_claims(self.kube.list_policies(
-                proposal.namespace, not_older_than=meta.get("resourceVersion")))
-            created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
-            outcome = d.check_target_claim(policy, created, claims) or d.check_step_bounds(
-                proposal, index, policy, basis)
+            outcome = (self._check_target_claim(policy, policy_body, meta.get("resourceVersion"))
+                       or d.check_step_bounds(proposal, index, policy, basis))
         if outcome:
             return self._stop_plan(body, proposal, index, outcome, approver)
         assert policy is not None

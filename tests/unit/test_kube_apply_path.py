@@ -232,6 +232,16 @@ def test_a_policys_proposals_are_listed_by_its_selectable_field_as_metadata():
     assert kube.list_policy_proposals("shop", "web") == [] and kube.list_policy_proposal_metadata("shop", "web") == []
 
 
+def test_the_policies_of_a_target_are_listed_by_its_selectable_field():
+    path = "/apis/scalegate.io/v1alpha1/namespaces/shop/scalingpolicies"
+    kube, api = make({("GET", path): (200, {"items": [{"metadata": {"name": "web"}}]})})
+    assert kube.list_policies("shop", not_older_than="42", target_name="web") == [{"metadata": {"name": "web"}}]
+    assert api.last["query"] == [("resourceVersion", "42"), ("resourceVersionMatch", "NotOlderThan"),
+                                 ("fieldSelector", "spec.targetRef.name=web")]
+    kube.list_policies("shop")
+    assert api.last["query"] == []
+
+
 # -- the writes of an apply -----------------------------------------------------------------
 def test_the_records_are_a_merge_patch_conditioned_on_the_resource_version():
     kube, api = make()

@@ -118,9 +118,11 @@ class FakeKube:
                 for (ns, _), body in self.proposals.items()
                 if ns == namespace and body["spec"]["policyRef"]["name"] == policy]  # by field, not label
 
-    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None) -> list[dict]:
-        self._enter("list_policies", namespace, not_older_than)
-        return [copy.deepcopy(body) for (ns, _), body in self.policies.items() if namespace in (None, ns)]
+    def list_policies(self, namespace: str | None = None, not_older_than: str | None = None,
+                      target_name: str | None = None) -> list[dict]:
+        self._enter("list_policies", namespace, not_older_than, target_name)
+        return [copy.deepcopy(body) for (ns, _), body in self.policies.items() if namespace in (None, ns)
+                and target_name in (None, ((body.get("spec") or {}).get("targetRef") or {}).get("name"))]
 
     def patch_proposal_annotations(self, namespace: str, name: str, annotations: dict[str, str | None],
                                    resource_version: str) -> dict:
@@ -1040,7 +1042,8 @@ def test_a_second_policy_for_the_same_target_is_refused(kube, reconciler):
     assert (status["phase"], status["reason"]) == (Phase.FAILED, Reason.CONFLICTING_POLICY)
     assert "the older policy web already governs" in status["message"]
     assert not kube.called("get_scale") and kube.replicas() == 4
-    assert kube.called("list_policies") == [(NS, "1")]  # at least as recent as the proposal decided on
+    # at least as recent as the proposal decided on; only the policies of its target's name
+    assert kube.called("list_policies") == [(NS, "1", "web")]
     assert reconcile(reconciler, "web-1") is None and kube.status("web-1")["phase"] == Phase.APPLIED
 
 
