@@ -99,7 +99,8 @@ class Runtime:
     active: int = 0  # the open proposals in by_policy, counted as they come and go
     # The newest body a watch event brought per open proposal whose reconcile is queued,
     # handed to it instead of a read (the event loop writes, workers only get it). Not kept
-    # for one that only waits for a timer: 10,000 active plans would hold 10,000 bodies.
+    # for one that only waits for a timer, nor beyond HANDED_OVER_BODIES queued ones: the
+    # start-up listing of 10,000 approved plans would hold 10,000 bodies (300 MB).
     bodies: dict[tuple[str, str], dict] = field(default_factory=dict)
     # metadata.generation per policy: only spec changes make waiting proposals decide again.
     policy_generations: dict[tuple[str, str], int | None] = field(default_factory=dict)
@@ -294,6 +295,12 @@ def hpa_targets(namespace, name, spec, **_) -> dict[str, tuple[str, TargetRef]]:
                                         name=ref.get("name") or ""))}
 
 
+#: Most bodies kept for queued reconciles; those queued beyond it read their proposal. A
+#: backlog longer than this is a burst (a start-up listing, a mass approval) in which one
+#: read per proposal costs less than holding every body; the workers take 16 at a time.
+HANDED_OVER_BODIES = 256
+
+
 @kopf.on.event(GROUP, VERSION, PROPOSAL_PLURAL)  # type: ignore[arg-type]  # kopf passes hpa_targets by name
 async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targets: kopf.Index, **_) -> None:
     runtime: Runtime = memo.runtime
@@ -313,8 +320,8 @@ async def proposal_event(event, body, namespace, name, memo: kopf.Memo, hpa_targ
     else:
         members.add(key)
         own = runtime.reconciler.is_own_write(namespace, name, body.get("metadata", {}).get("resourceVersion"))
-        if not own or key in runtime.bodies:  # the newest state seen, for the reconcile queued for it
-            runtime.bodies[key] = event["object"]
+        if key in runtime.bodies or (not own and len(runtime.bodies) < HANDED_OVER_BODIES):
+            runtime.bodies[key] = event["object"]  # the newest state seen, for the reconcile queued for it
         if not own:
             runtime.queue.add(key)
             if (body.get("metadata", {}).get("annotations") or {}).get(APPROVED) == "true":

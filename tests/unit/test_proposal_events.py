@@ -77,3 +77,15 @@ def test_a_body_is_kept_only_for_a_queued_reconcile_and_open_proposals_are_count
     assert runtime.active == 1 and gauge() == 1
     assert runtime.active == sum(len(v) for v in runtime.by_policy.values())
     assert ("shop", "web-1") not in runtime.bodies
+
+
+def test_a_burst_keeps_at_most_a_bounded_number_of_bodies(monkeypatch):
+    monkeypatch.setattr(handlers, "HANDED_OVER_BODIES", 3)
+    runtime = SimpleNamespace(by_policy={}, active=0, bodies={}, parked=set(), queue=Queue(), reconciler=Reconciler(),
+                              hpa_index=None)
+    for i in range(10):  # the start-up listing of ten approved plans
+        deliver(runtime, "ADDED", body(f"p-{i}", str(i), phase="Approved", policy=f"p{i}"))
+    assert len(runtime.queue.added) == 10 and runtime.active == 10  # every one queued and counted
+    assert set(runtime.bodies) == {("shop", "p-0"), ("shop", "p-1"), ("shop", "p-2")}  # only three held
+    deliver(runtime, "MODIFIED", body("p-1", "11", phase="Approved", policy="p1"))  # a held one: the newest
+    assert runtime.bodies[("shop", "p-1")]["metadata"]["resourceVersion"] == "11"
