@@ -30,12 +30,13 @@ def forecast_of(upper, median=None, origin=T, step=300) -> Forecast:
     )
 
 
-def plan_of(replicas, start=T, every=HOUR, needed=None, upper=None, expected=None, name="") -> Plan:
+def plan_of(replicas, start=T, every=HOUR, needed=None, upper=None, expected=None, name="", peak=None) -> Plan:
     needed = needed or [None] * len(replicas)
     upper = upper or [None] * len(replicas)
     expected = expected or [None] * len(replicas)
-    steps = tuple(PlannedStep(start + k * every, r, None, u, n, e)
-                  for k, (r, n, u, e) in enumerate(zip(replicas, needed, upper, expected, strict=False)))
+    peak = peak or [None] * len(replicas)
+    steps = tuple(PlannedStep(start + k * every, r, p, u, n, e)
+                  for k, (r, n, u, e, p) in enumerate(zip(replicas, needed, upper, expected, peak, strict=False)))
     return Plan(steps, start + len(replicas) * every, name=name)
 
 
@@ -214,6 +215,19 @@ def test_a_plan_holding_more_than_the_threshold_above_the_new_one_is_wasteful():
     assert "25% more" in decision.message
     assert not decide(OPEN, new_plan([9] * 24)).propose  # 11%: under the 20% threshold
     assert decide(OPEN, new_plan([9] * 24), waste_threshold=0.1).reason == "Wasteful"
+
+
+def test_waste_within_the_two_forecasts_bands_is_a_second_opinion_not_waste():
+    # 10 replicas against 8 is 25% more replica-hours, but the open plan's own predicted load (70)
+    # is below the new upper bound (75): the forecasts disagree within their bands
+    new = plan_of([8] * 24, start=T, needed=[8] * 24, expected=[6] * 24, upper=[75.0] * 24)
+    within = plan_of([10] * 24, start=T - 2 * HOUR, peak=[70.0] * 24, upper=[95.0] * 24)
+    decision = decide(within, new)
+    assert not decision.propose and decision.reason == "PlanHolds"
+    beyond = plan_of([10] * 24, start=T - 2 * HOUR, peak=[80.0] * 24, upper=[95.0] * 24)
+    decision = decide(beyond, new)
+    assert decision.propose and decision.reason == "Wasteful"
+    assert "predicted load is above the new upper bound" in decision.message
 
 
 def test_waste_counts_only_from_when_a_new_plan_could_take_over():
