@@ -160,6 +160,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     # large initial list arrives in pages rather than as one burst held in memory.
     settings.watching.field_selectors[GROUP, PROPOSAL_PLURAL] = OPEN_PROPOSALS_FIELD_SELECTOR
     settings.watching.chunk_size = LIST_PAGE_SIZE
+    # kopf keeps a worker per object until it has been idle this long (5 s by default): the
+    # start-up listing of 10,000 policies and plans had them all alive at once, with their
+    # bodies, and the allocator kept that peak. Our handlers only note and queue; an
+    # object's next event starts a new worker.
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_SECONDS
     settings.persistence.diffbase_storage = NoDiffBase()
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=ours.workers, thread_name_prefix="reconcile")
@@ -294,6 +299,8 @@ def hpa_targets(namespace, name, spec, **_) -> dict[str, tuple[str, TargetRef]]:
     return {namespace: (name, TargetRef(api_version=ref.get("apiVersion") or "", kind=ref.get("kind") or "",
                                         name=ref.get("name") or ""))}
 
+
+KOPF_WORKER_IDLE_SECONDS = 0.2
 
 #: Most bodies kept for queued reconciles; those queued beyond it read their proposal. A
 #: backlog longer than this is a burst (a start-up listing, a mass approval) in which one
