@@ -163,7 +163,9 @@ def size_policy(forecast: Forecast, policy: Policy, current_replicas: int,
     if spec.plan is not None:
         plan = plans.build_plan(forecast, spec.capacity_per_replica, current_replicas, spec.plan.step_seconds,
                                 spec.plan.horizon_seconds, now=now, bounds=policy.bounds,
-                                min_first_step_seconds=policy.cooldown_seconds)
+                                min_first_step_seconds=policy.cooldown_seconds,
+                                step_offset_seconds=plans.step_offset(f"{policy.namespace}/{policy.name}",
+                                                                      spec.plan.step_seconds))
         return PlannedForecast(forecast, plan)
     if forecast.horizon_seconds > spec.horizon_seconds:
         forecast = refit.window(forecast, now, spec.horizon_seconds)

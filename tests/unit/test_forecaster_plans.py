@@ -86,12 +86,14 @@ def test_without_an_open_plan_a_day_plan_is_proposed_that_the_operator_accepts(k
     assert result.outcome == "proposed", result.message
     manifest = kube.create_proposal.call_args.args[1]
     spec = manifest["spec"]
-    assert spec["reason"].startswith("NoActivePlan: no open plan. Plan: 24 steps of 1h over 24h")
+    # The policy's steps are at 35 past each hour (its own offset, plans.step_offset): a day
+    # after the boundary before now, 11:35, the plan ends
+    assert spec["reason"].startswith("NoActivePlan: no open plan. Plan: 24 steps of 1h over 23h 34 min from 12:00")
     assert spec["replicas"] == spec["schedule"][0]["replicas"] and spec["currentReplicas"] == 10
     assert spec["schedule"][0]["at"] == "2026-11-26T12:00:30Z"  # the first step: now
-    assert spec["schedule"][1]["at"] == "2026-11-26T13:00:00Z" and spec["endsAt"] == "2026-11-27T12:00:00Z"
+    assert spec["schedule"][1]["at"] == "2026-11-26T12:35:00Z" and spec["endsAt"] == "2026-11-27T11:35:00Z"
     assert all("upperBound" in step and "predictedPeak" in step for step in spec["schedule"])
-    assert spec["forecast"]["horizonSeconds"] == 86370
+    assert spec["forecast"]["horizonSeconds"] == 84870
     kube.iter_proposals.assert_called_once_with("shop", selector="scalegate.io/policy=web",
                                                 field_selector=OPEN_PROPOSALS_FIELD_SELECTOR)
     proposal = Proposal.parse(manifest | {"status": {}})  # the CRD's rules for a plan, as model reads them

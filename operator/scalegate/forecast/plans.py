@@ -12,7 +12,9 @@ Building a plan (:func:`build_plan`)
     highest upper band of its samples, its ``predictedPeak`` the highest median-corrected
     forecast, and its need ``ceil(upperBound / capacityPerReplica)`` within
     ``minReplicas..maxReplicas``. Steps start on whole multiples of the step since the
-    epoch (e.g. on the hour), so plans made at different times line up and read well;
+    epoch plus the policy's own offset in whole minutes (:func:`step_offset`, e.g. at 17
+    past each hour), so a policy's plans made at different times line up and read well,
+    and the steps of many policies are spread over the step instead of all due at once;
     the first step starts now (and runs to the second boundary when the first is closer
     than the cooldown, since steps are applies).
 
@@ -77,6 +79,7 @@ Breaches (:func:`breaches`)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -259,21 +262,33 @@ def forecast_horizon(plan_horizon_seconds: int, sample_step_seconds: int) -> int
 
 
 def step_times(now: pd.Timestamp, step_seconds: int, horizon_seconds: int,
-               min_first_step_seconds: float = 0) -> tuple[list[pd.Timestamp], pd.Timestamp]:
+               min_first_step_seconds: float = 0,
+               offset_seconds: int = 0) -> tuple[list[pd.Timestamp], pd.Timestamp]:
     """``(ats, ends_at)`` of a plan made at ``now``: the first step at ``now``, the others on
-    whole multiples of ``step_seconds`` since the epoch, ending ``horizon_seconds`` after the
-    boundary at or before ``now``. A first step shorter than ``min_first_step_seconds`` (the
-    cooldown) is merged into the second."""
+    whole multiples of ``step_seconds`` since the epoch plus ``offset_seconds`` (the policy's
+    own, :func:`step_offset`), ending ``horizon_seconds`` after the boundary at or before
+    ``now``. A first step shorter than ``min_first_step_seconds`` (the cooldown) is merged
+    into the second."""
     if step_seconds <= 0 or horizon_seconds < step_seconds:
         raise ValueError(f"need 0 < step_seconds <= horizon_seconds, got {step_seconds}, {horizon_seconds}")
     now = _utc(now).floor("s")
     step = pd.Timedelta(seconds=step_seconds)
-    base = pd.Timestamp(_ns(now) // (step_seconds * 10**9) * step_seconds * 10**9, tz="UTC")
+    offset = int(offset_seconds) % step_seconds * 10**9
+    base = pd.Timestamp((_ns(now) - offset) // (step_seconds * 10**9) * step_seconds * 10**9 + offset, tz="UTC")
     ends_at = base + pd.Timedelta(seconds=horizon_seconds)
     later = [base + k * step for k in range(1, int(horizon_seconds // step_seconds))]
     if later and (later[0] - now).total_seconds() < min_first_step_seconds:
         later = later[1:]
     return [now, *later], ends_at
+
+
+def step_offset(key: str, step_seconds: int) -> int:
+    """A policy's own offset of its step boundaries, in whole minutes within a step (a
+    stable hash of ``key``, namespace/name): the steps of 10,000 plans are then spread
+    over the step, not all due in the same second every hour (the operator applies about
+    ten a second), while the plans of one policy still line up with each other."""
+    fraction = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
+    return int(fraction * step_seconds) // 60 * 60
 
 
 def build_plan(
@@ -286,6 +301,7 @@ def build_plan(
     now: datetime | pd.Timestamp | None = None,
     bounds: Bounds | None = None,
     min_first_step_seconds: float = 0,
+    step_offset_seconds: int = 0,
 ) -> Plan:
     """The plan for the ``horizon_seconds`` after ``now``, in steps of ``step_seconds``.
 
@@ -305,6 +321,8 @@ def build_plan(
         The policy's; default none.
     min_first_step_seconds : float, default 0
         The policy's ``cooldownSeconds`` (see :func:`step_times`).
+    step_offset_seconds : int, default 0
+        The policy's :func:`step_offset` (the backtest: 0, steps on whole multiples).
 
     Raises
     ------
@@ -320,7 +338,7 @@ def build_plan(
     sample = pd.Timedelta(seconds=forecast.step_seconds)
     origin = _utc(forecast.window_end) + sample
     start = origin if now is None else _utc(now)
-    ats, ends_at = step_times(start, step_seconds, horizon_seconds, min_first_step_seconds)
+    ats, ends_at = step_times(start, step_seconds, horizon_seconds, min_first_step_seconds, step_offset_seconds)
     upper = np.asarray(forecast.upper_band, dtype=float)
     median = np.asarray(forecast.median_band or forecast.upper_band, dtype=float)
     times = pd.date_range(origin, periods=len(upper), freq=sample)
@@ -472,9 +490,9 @@ def replan(
     until = min(open_plan.ends_at, new.ends_at)
     if until > takeover:
         kept, needed = open_plan.replica_seconds(takeover, until), new.replica_seconds(takeover, until)
-        centre = _load_seconds(open_plan, "predicted_peak", takeover, until)
-        bound = _load_seconds(new, "upper_bound", takeover, until)
-        beyond_bands = centre is None or bound is None or centre > bound
+        open_centre = _load_seconds(open_plan, "predicted_peak", takeover, until)
+        new_bound = _load_seconds(new, "upper_bound", takeover, until)
+        beyond_bands = open_centre is None or new_bound is None or open_centre > new_bound
         if kept > (1 + waste_threshold) * needed and beyond_bands:
             extra = f"{(kept / needed - 1):.0%} more" if needed > 0 else "replicas where none are needed"
             return Replan(True, WASTEFUL,

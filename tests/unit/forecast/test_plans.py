@@ -265,3 +265,18 @@ def test_plan_resolution_is_no_wider_than_a_step():
     assert plans.plan_resolution(7200, 300) == 3600  # never coarser than an hour
     assert plans.plan_resolution(1800, 1800) == 1800
     assert math.isclose(plans.forecast_horizon(86400, 300), 86400 + 4 * 300)
+
+
+def test_each_policy_has_its_own_minute_of_the_step_and_its_plans_line_up():
+    from scalegate.forecast.plans import step_offset, step_times
+
+    offsets = {step_offset(f"shop/app-{i}", 3600) for i in range(200)}
+    assert all(o % 60 == 0 and 0 <= o < 3600 for o in offsets) and len(offsets) > 40  # spread over the hour
+    assert step_offset("shop/web", 3600) == step_offset("shop/web", 3600) == 2100  # stable: 35 past
+    now = pd.Timestamp("2026-11-26T12:00:30Z")
+    ats, ends = step_times(now, 3600, 86400, offset_seconds=2100)
+    assert ats[:3] == [now, pd.Timestamp("2026-11-26T12:35:00Z"), pd.Timestamp("2026-11-26T13:35:00Z")]
+    assert ends == pd.Timestamp("2026-11-27T11:35:00Z") and len(ats) == 24
+    later, _ = step_times(now + pd.Timedelta(hours=5, minutes=3), 3600, 86400, offset_seconds=2100)
+    assert set(later[1:]) <= {pd.Timestamp("2026-11-26T12:35:00Z") + k * pd.Timedelta(hours=1) for k in range(48)}
+    assert step_times(now, 3600, 86400) == step_times(now, 3600, 86400, offset_seconds=3600)  # whole steps: none
