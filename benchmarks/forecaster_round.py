@@ -104,8 +104,13 @@ def load_apply_throughput():
 
 
 def delete_proposals(custom: kubernetes.client.CustomObjectsApi, timeout: float = 300) -> None:
-    """Delete every proposal of the namespace and wait until they are gone (not timed)."""
-    custom.delete_collection_namespaced_custom_object("scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals")
+    """Delete every proposal of the namespace and wait until they are gone (not timed). The
+    API server may answer 504 for 10,000 of them while it goes on deleting: keep waiting."""
+    try:
+        custom.delete_collection_namespaced_custom_object("scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals")
+    except kubernetes.client.exceptions.ApiException as err:
+        if err.status != 504:
+            raise
     deadline = time.monotonic() + timeout
     while custom.list_namespaced_custom_object("scalegate.io", "v1alpha1", NAMESPACE, "scalingproposals",
                                                limit=1)["items"]:
