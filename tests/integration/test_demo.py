@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from scalegate.dev.localprom import binaries_available
+from scalegate.forecast.plans import step_offset
 from scalegate.kube import Kube, api_client
 from scalegate.model import TargetRef
 
@@ -50,7 +51,9 @@ def test_demo_proposes_prints_how_to_approve_and_applies_when_approved(tmp_path)
         assert "Schedule (now: the step in effect" in out and "PREDICTED-PEAK" in out
         assert re.search(r"Active: step 1 of 2[34] \(at \S+\): scaled Deployment/web from 2 to \d+ replicas", out)
         assert re.search(r"step at \S+: Applied at \S+, 2 -> \d+ replicas", out), out
-        assert re.search(r"next step at \d{4}-\d\d-\d\dT\d\d:00:00Z", out), out
+        # the policy's steps come at its own minute of the hour (plans.step_offset)
+        minute = step_offset("scalegate-demo/web", 3600) // 60
+        assert re.search(rf"next step at \d{{4}}-\d\d-\d\dT\d\d:{minute:02d}:00Z", out), out
         state = json.loads((tmp_path / "demo" / "state.json").read_text())
         pids = [state["operatorPid"], state["prometheusPid"]]
         # What the API server holds, not what the demo printed: a plan, Active, its first step applied.
