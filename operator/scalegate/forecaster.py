@@ -71,6 +71,7 @@ from .model import (
     Policy,
     Proposal,
     format_time,
+    read_time,
 )
 from .shards import ShardKeeper
 
@@ -369,19 +370,8 @@ def status_write_needed(current: dict | None, new: dict, now: dt.datetime,
         return True
     if "lastProposal" in new and new["lastProposal"] != current.get("lastProposal"):
         return True
-    shown = parse_time(current.get("lastForecastTime"))
+    shown = read_time(current.get("lastForecastTime"))
     return shown is None or (now - shown).total_seconds() >= refresh_seconds
-
-
-def parse_time(raw: Any) -> dt.datetime | None:
-    """An RFC 3339 time of status (UTC when it names no zone); None when absent or unreadable."""
-    if not isinstance(raw, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def open_plans_by_policy(bodies, policies: set[tuple[str, str]], now: dt.datetime,
@@ -796,7 +786,7 @@ def first_due(body: dict, now: float) -> float:
     replica forecast it last, so a shard that moves or a restart keeps the policies' rhythm
     and their rounds stay spread), at the latest an interval from now; now without one.
     Only scheduling reads it: status says when, never what."""
-    last = parse_time((body.get("status") or {}).get("lastForecastTime"))
+    last = read_time((body.get("status") or {}).get("lastForecastTime"))
     if last is None:
         return now
     interval = interval_of(body)

@@ -90,6 +90,15 @@ def parse_time(value: Any) -> dt.datetime | None:
     return parsed
 
 
+def read_time(value: Any) -> dt.datetime | None:
+    """A time read from status (which others may write), for scheduling, display and
+    metrics only: None when absent or unreadable, never an error."""
+    try:
+        return parse_time(value)
+    except InvalidObject:
+        return None
+
+
 def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -310,13 +319,6 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _moment(value: Any) -> dt.datetime | None:
-    try:
-        return parse_time(value)
-    except InvalidObject:
-        return None
-
-
 @dataclass(frozen=True)
 class Evidence:
     """A proposal's `spec.forecast`: why this number of replicas, and from what data.
@@ -385,13 +387,13 @@ class Evidence:
         return cls(
             model=_text(forecast.get("model")),
             query=_text(forecast.get("query")),
-            window_start=_moment(window.get("start")),
-            window_end=_moment(window.get("end")),
+            window_start=read_time(window.get("start")),
+            window_end=read_time(window.get("end")),
             points=_whole(window.get("points")),
             horizon_seconds=_whole(forecast.get("horizonSeconds")),
             resolution_seconds=_whole(forecast.get("resolutionSeconds")),
             predicted_peak=_number(forecast.get("predictedPeak")),
-            peak_time=_moment(forecast.get("peakTime")),
+            peak_time=read_time(forecast.get("peakTime")),
             upper_bound=_number(forecast.get("upperBound")),
             lower_bound=_number(forecast.get("lowerBound")),
             confidence=_number(forecast.get("confidence")),

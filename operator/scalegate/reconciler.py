@@ -55,7 +55,7 @@ from .model import (
     StepOutcome,
     TargetRef,
     format_time,
-    parse_time,
+    read_time,
 )
 from .records import APPLY_INTENT, OUTCOME, ApplyIntent, OutcomeRecord, Records
 
@@ -110,14 +110,6 @@ class Requeue(Exception):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _moment(value: Any) -> dt.datetime | None:
-    """A time read from status, for display and metrics only: never an error."""
-    try:
-        return parse_time(value)
-    except InvalidObject:
-        return None
 
 
 @dataclass(frozen=True)
@@ -298,7 +290,7 @@ class Reconciler:
         name, listed at least as recent as the proposal decided on."""
         claims = d.policy_claims(self.kube.list_policies(policy.namespace, not_older_than=not_older_than,
                                                          target_name=policy.target.name))
-        created = _moment((policy_body.get("metadata") or {}).get("creationTimestamp"))
+        created = read_time((policy_body.get("metadata") or {}).get("creationTimestamp"))
         return d.check_target_claim(policy, created, claims)
 
     def _verified_approver(self, proposal: Proposal) -> str | None:
@@ -415,7 +407,7 @@ class Reconciler:
                     break
                 body = fresh
         self._at("after-proposal-status")
-        approved_at = _moment((body.get("status") or {}).get("approvedAt"))
+        approved_at = read_time((body.get("status") or {}).get("approvedAt"))
         if approved_at:
             metrics.APPLY_LATENCY.observe(max(0.0, (now - approved_at).total_seconds()))
         self._event({"apiVersion": proposal.target.api_version, "kind": proposal.target.kind,
@@ -781,7 +773,7 @@ class Reconciler:
         if recorded:
             return outcome.requeue_after
         if first and wrote:
-            approved_at = _moment((body.get("status") or {}).get("approvedAt"))
+            approved_at = read_time((body.get("status") or {}).get("approvedAt"))
             if approved_at:
                 metrics.APPLY_LATENCY.observe(max(0.0, (now - approved_at).total_seconds()))
         if (old.get("phase"), old.get("reason")) == (outcome.phase, outcome.reason):
