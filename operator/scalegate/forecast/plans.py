@@ -79,7 +79,6 @@ Breaches (:func:`breaches`)
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -89,6 +88,7 @@ import pandas as pd
 
 from ..rules import MAX_REPLICAS, MAX_STEP_UP, Bounds, replicas_for
 from .pipeline import Forecast, forecast_series
+from .refit import phase_of
 from .resample import choose_resolution
 from .series import DAY_SECONDS, MAX_INTERPOLATED_GAP_STEPS, ForecastError
 from .sizing import format_load
@@ -287,8 +287,7 @@ def step_offset(key: str, step_seconds: int) -> int:
     stable hash of ``key``, namespace/name): the steps of 10,000 plans are then spread
     over the step, not all due in the same second every hour (the operator applies about
     ten a second), while the plans of one policy still line up with each other."""
-    fraction = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
-    return int(fraction * step_seconds) // 60 * 60
+    return int(phase_of(key, step_seconds)) // 60 * 60
 
 
 def build_plan(
