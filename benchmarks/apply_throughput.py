@@ -201,16 +201,22 @@ class Bench:
         return errors
 
     def operator_writes(self, namespace: str) -> dict[str, int]:
-        """The operator's writes in `namespace` as the API server's audit log recorded them
-        (scalegate's objects and scales): 'verb resource[/subresource] HTTP-code' -> count."""
+        """The operator's writes in `namespace` (see `writes_by`)."""
+        return self.writes_by(OPERATOR, namespace)[0]
+
+    def writes_by(self, user: str, namespace: str, since: int = 0) -> tuple[dict[str, int], int]:
+        """`user`'s writes in `namespace` after the first `since` events of the API server's
+        audit log (scalegate's objects and scales): 'verb resource[/subresource] HTTP-code'
+        -> count; and the number of events now (the next call's `since`)."""
+        events = self.dev.audit_events()
         counts: collections.Counter = collections.Counter()
-        for event in self.dev.audit_events():
+        for event in events[since:]:
             ref = event.get("objectRef") or {}
             if (event.get("stage") == "ResponseComplete" and ref.get("namespace") == namespace
-                    and (event.get("user") or {}).get("username") == OPERATOR):
+                    and (event.get("user") or {}).get("username") == user):
                 what = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
                 counts[f"{event.get('verb')} {what} {(event.get('responseStatus') or {}).get('code', 0)}"] += 1
-        return dict(counts)
+        return dict(counts), len(events)
 
     def stop_operator(self) -> None:
         stop_process(self.operator, grace=30)

@@ -75,8 +75,6 @@ from scalegate.forecaster import Forecaster, default_pool
 from scalegate.kube import Kube, api_client
 from scalegate.shards import ShardKeeper
 
-FORECASTER = "system:serviceaccount:scalegate:forecaster"  # as apply_throughput.py's Bench makes it
-
 REPO = Path(__file__).resolve().parent.parent
 LOAD = Path(os.environ.get("SCALEGATE_LOAD_DIR") or REPO / "tests" / "data" / "load")
 NAMESPACE = "bench-forecast"
@@ -199,21 +197,6 @@ def figures(wall: float, results: list, mode: str, writes: dict | None = None) -
             "api_writes": writes}
 
 
-def forecaster_writes(bench, since: int) -> tuple[dict[str, int], int]:
-    """The forecaster's writes in the benchmark's namespace after the first `since` audit
-    events, as the API server recorded them: 'verb resource[/subresource] code' -> count;
-    and the number of events now (the next call's `since`)."""
-    events = bench.dev.audit_events()
-    counts: collections.Counter = collections.Counter()
-    for event in events[since:]:
-        ref = event.get("objectRef") or {}
-        if (event.get("stage") == "ResponseComplete" and ref.get("namespace") == NAMESPACE
-                and (event.get("user") or {}).get("username") == FORECASTER):
-            what = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            counts[f"{event.get('verb')} {what} {(event.get('responseStatus') or {}).get('code', 0)}"] += 1
-    return dict(counts), len(events)
-
-
 def wait_until_quiet(load: float, log, timeout: float = 2700) -> None:
     """Wait until the 1-minute load average is below `load` (the machine is shared)."""
     deadline = time.monotonic() + timeout
@@ -300,7 +283,7 @@ def main() -> int:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             list(pool.map(create, series_by_policy))
         log(f"created {args.policies} Deployments and policies in {time.monotonic() - started:.0f}s")
-        audited = forecaster_writes(bench, 0)[1]
+        audited = bench.writes_by(apply_throughput.FORECASTER, NAMESPACE)[1]
         if args.quiet_below is not None:
             wait_until_quiet(args.quiet_below, log)
         load_at_start = os.getloadavg()
@@ -315,7 +298,7 @@ def main() -> int:
                     wall, results = replicas.round(at, args.threads)
                     if len(results) != args.policies or len({(r.namespace, r.policy) for r in results}) != len(results):
                         raise RuntimeError(f"{len(results)} results for {args.policies} policies: not each once")
-                    audit, audited = forecaster_writes(bench, audited)
+                    audit, audited = bench.writes_by(apply_throughput.FORECASTER, NAMESPACE, audited)
                     writes = {"proposals_created": sum(n for k, n in audit.items()
                                                        if k.startswith("create scalingproposals ")),
                               "policy_status_writes": sum(n for k, n in audit.items()
