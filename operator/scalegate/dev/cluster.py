@@ -75,6 +75,9 @@ def stop_process(process: subprocess.Popen | None, grace: float) -> None:
         process.wait(timeout=30)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range. A port the kernel hands out
     for outgoing connections could be taken by one while its server restarts (fault tests
@@ -83,7 +86,9 @@ def free_port() -> int:
     candidates = list(range(max(1024, low - 20000), low))
     random.shuffle(candidates)
     for port in candidates[:200]:
-        if not port_in_use(port):
+        # Not one handed out already: etcd's two ports are chosen before either is bound.
+        if port not in _HANDED_OUT and not port_in_use(port):
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: any port
         sock.bind(("127.0.0.1", 0))
@@ -117,6 +122,23 @@ def _pid_is(pid: int, binary: str) -> bool:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
     return cmdline == binary and state != "Z"
+
+
+def _threads_alive(pid: int, binary: str) -> bool:
+    """True while any thread of `pid` runs (a zombie leader may have live threads)."""
+    if _pid_is(pid, binary):
+        return True
+    try:
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) > 1
+    except (OSError, IndexError):
+        return False
+
+
+def _listen_ports(name: str, state: ClusterState) -> list[int]:
+    """The ports `restart` gives a process again (the others are chosen afresh)."""
+    return {"kube-apiserver": [state.api_port],
+            "etcd": [state.etcd_client_port, state.etcd_peer_port]}.get(name, [])
 
 
 def _tail(path: str | Path, lines: int = 25) -> str:
@@ -276,12 +298,12 @@ class DevCluster:
         for proc in reversed(order):
             if kill and _pid_is(proc.pid, proc.binary):
                 os.kill(proc.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while _pid_is(proc.pid, proc.binary) and time.monotonic() < deadline:
-                    _reap(proc.pid)
-                    time.sleep(0.05)
+                self._wait_gone(proc, timeout=30)
             else:
                 self._stop(proc)
+        # Its sockets close only when the last of its threads has exited; the new process
+        # binds the same ports, so wait until they are free.
+        self._wait_ports_free([port for proc in order for port in _listen_ports(proc.name, state)])
         for proc in order:
             state.processes.remove(proc)
             self._spawn(proc.name, Path(proc.binary), proc.args, state)
@@ -435,23 +457,47 @@ class DevCluster:
 
     def _stop(self, proc: ProcessRecord, grace: float = 10.0) -> None:
         if not _pid_is(proc.pid, proc.binary):
+            self._wait_gone(proc, timeout=grace)
             return
         try:
             os.kill(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _pid_is(proc.pid, proc.binary):
-                _reap(proc.pid)
-                return
-            _reap(proc.pid)
-            time.sleep(0.1)
+        if self._wait_gone(proc, timeout=grace):
+            return
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self._wait_gone(proc, timeout=grace)
+
+    def _wait_gone(self, proc: ProcessRecord, timeout: float) -> bool:
+        """Wait until every thread of `proc` has exited (and reap it if it is our child).
+        A zombie group leader is not enough: its other threads may still hold its sockets."""
+        child = self._children.get(proc.pid)
+        if child is not None:
+            try:
+                child.wait(timeout=timeout)  # returns once the whole thread group is gone
+            except subprocess.TimeoutExpired:
+                return False
+            self._children.pop(proc.pid, None)
+            return True
+        deadline = time.monotonic() + timeout
+        while _threads_alive(proc.pid, proc.binary):
+            _reap(proc.pid)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
         _reap(proc.pid)
+        return True
+
+    def _wait_ports_free(self, ports: list[int], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while busy := [port for port in ports if port_in_use(port)]:
+            if time.monotonic() >= deadline:
+                raise DevClusterError(f"port(s) {busy} on 127.0.0.1 still in use {timeout:.0f}s after "
+                                      "the process that held them stopped; free them and restart")
+            time.sleep(0.1)
 
     # -- kubeconfig --------------------------------------------------------------------
     def _write_kubeconfig(self, pki: Pki, state: ClusterState) -> None:
