@@ -3,11 +3,13 @@ write, which iptables it hides, and which image the Dockerfile builds from."""
 
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
 from harness import REPO
 
+from scalegate.dev import image
 from scalegate.dev.image import PAUSE_IMAGE, dockerfile_bases
 from scalegate.dev.node import _unescape, containerd_config, kubelet_config, kubelet_path_env
 
@@ -63,3 +65,39 @@ def test_the_base_is_tagged_as_what_the_dockerfile_builds_from(tmp_path: Path):
     dockerfile.write_text("FROM --platform=linux/amd64 debian:12 AS build\nFROM build AS test\n"
                           "FROM scratch\nfrom alpine:3\n")
     assert dockerfile_bases(dockerfile) == ["debian:12", "alpine:3"]
+
+
+class _RecordingPodman:
+    """Podman's calls recorded, the images each build tags kept by name."""
+
+    def __init__(self, home: Path):
+        self.home, self.tags, self.calls = home, {}, []
+
+    def image_id(self, ref: str) -> str:
+        return self.tags[ref]
+
+    def long(self, args, what, cwd) -> None:
+        self.calls.append(tuple(args))
+        self.tags[args[args.index("-t") + 1]] = f"sha256:{len(self.calls)}"
+
+    def run(self, *args, **kwargs):
+        self.calls.append(args)
+
+
+def test_a_build_tags_each_stage_and_removes_only_what_earlier_builds_left(monkeypatch, tmp_path: Path):
+    podman = _RecordingPodman(tmp_path)
+    monkeypatch.setattr(image, "Podman", lambda cache_dir, log: podman)
+    monkeypatch.setattr(image, "ensure_base", lambda podman, names: None)
+    started = int(time.time())
+    built = image.build_image(REPO, log=lambda message: None)
+    assert built == podman.tags[image.IMAGE]
+    # The build stage is tagged, so the prune keeps it as the next build's layer cache.
+    assert image.dockerfile_stages(REPO / "operator" / "Dockerfile") == ["build"]
+    assert image.stage_tag(image.IMAGE, "build") in podman.tags
+    builds = [c for c in podman.calls if c[0] == "build"]
+    assert [c[c.index("--target") + 1] for c in builds if "--target" in c] == ["build"]
+    # Then untagged images older than this build go; this build's own stay.
+    prunes = [c for c in podman.calls if c[:2] == ("image", "prune")]
+    assert podman.calls[-1] in prunes and len(prunes) == 1
+    until = int(prunes[0][prunes[0].index("--filter") + 1].removeprefix("until="))
+    assert started <= until <= int(time.time())
