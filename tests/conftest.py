@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 from harness import Cluster, start_cluster
+from hypothesis import settings
+
+# No per-example deadline: these machines are shared and noisy, and a slow example is not
+# a wrong one (speed is for benchmarks).
+settings.register_profile("scalegate", deadline=None)
+settings.load_profile("scalegate")
 
 _MARK_BY_DIR = {"unit": "unit", "integration": "integration", "e2e_kind": "e2e_kind"}
 

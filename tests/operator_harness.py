@@ -206,6 +206,13 @@ def lease_holder(cluster: Cluster) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def lease_acquired(cluster: Cluster) -> dt.datetime:
+    """When the Lease's holder took it (its acquireTime, microseconds, UTC)."""
+    stamp = cluster.kubectl("get", "lease", "-n", LEASE_NAMESPACE, LEASE_NAME, "-o",
+                            "jsonpath={.spec.acquireTime}").stdout.strip()
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def is_leader(op: OperatorProcess) -> bool | None:
     """The operator's own scalegate_leader gauge (None when /metrics does not answer)."""
     import urllib.request

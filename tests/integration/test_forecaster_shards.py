@@ -165,7 +165,9 @@ def test_two_replicas_share_the_policies_and_a_killed_ones_shards_move(
             writes, _ = forecaster_writes(cluster, namespace)
             return all(len(writes.get(name, [])) >= 2 for name in names)
         wait_for(forecast_twice, timeout=5 * INTERVAL, interval=2, message="every policy to be forecast twice")
-        assert split(), shard_leases(cluster)
+        # Still split (waited for: a renewal missed on a loaded machine moves a shard for a moment;
+        # a policy forecast twice in a round would show in the gaps checked below).
+        wait_for(split, timeout=30, interval=0.5, message="the replicas to still hold half of the shards each")
 
         # 2. SIGKILL one: its Leases are not released; the other takes them once they expire.
         a.kill()

@@ -43,8 +43,9 @@ def test_approved_in_bounds_proposal_scales_and_leaves_receipts(scenario: Scenar
     reasons = wait_for(lambda: {e.reason for e in s.events_for("ScalingProposal", "web-1")} >= {"Applied"}
                        and {e.reason for e in s.events_for("ScalingProposal", "web-1")}, message="events")
     assert {"AwaitingApproval", "Applied"} <= reasons
-    target_events = s.events_for("Deployment", "web")
-    assert any(e.reason == "ScaledByScalegate" and "approved by alice" in e.message for e in target_events)
+    # The target's Event is posted after the proposal's.
+    wait_for(lambda: any(e.reason == "ScaledByScalegate" and "approved by alice" in e.message
+                         for e in s.events_for("Deployment", "web")), message="the target's ScaledByScalegate Event")
     if s.cluster.has_audit_log:  # the API server's own record: exactly one write, by the operator
         writes = wait_for(lambda: s.cluster.scale_writes(s.namespace, "web"), message="the audited scale write")
         wait_steady(lambda: len(s.cluster.scale_writes(s.namespace, "web")) == 1, duration=1.0)
@@ -87,9 +88,10 @@ def test_expires_on_time_without_approval(scenario: Scenario):
     s = scenario
     s.deploy("web", 4)
     s.create(POLICIES, policy("web", "web"))
-    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6, valid_for=3))
+    # Valid long enough to be seen Pending first, on a loaded machine too.
+    s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6, valid_for=10))
     s.wait_phase("web-1", "Pending")
-    status = s.wait_phase("web-1", "Expired", timeout=20)["status"]
+    status = s.wait_phase("web-1", "Expired", timeout=40)["status"]
     assert status["reason"] == "Expired"
     s.approve("web-1")  # too late: nothing happens
     wait_steady(lambda: s.replicas("web") == 4 and s.get_proposal("web-1")["status"]["phase"] == "Expired")
@@ -130,7 +132,8 @@ def test_target_changed_since_forecast_is_stale(scenario: Scenario):
 def test_cooldown_waits_then_applies_on_time(scenario: Scenario):
     s = scenario
     s.deploy("web", 4)
-    s.create(POLICIES, policy("web", "web", cooldownSeconds=4))
+    # Long enough that web-2 is created, approved and seen waiting within it on a loaded machine.
+    s.create(POLICIES, policy("web", "web", cooldownSeconds=20))
     s.create(PROPOSALS, proposal("web-1", "web", "web", current=4, replicas=6))
     s.approve("web-1")
     s.wait_phase("web-1", "Applied")
@@ -139,7 +142,7 @@ def test_cooldown_waits_then_applies_on_time(scenario: Scenario):
     status = s.wait_phase("web-2", "Approved")["status"]
     wait_for(lambda: s.get_proposal("web-2")["status"].get("reason") == "CooldownActive", message="cooldown")
     assert s.replicas("web") == 6
-    s.wait_phase("web-2", "Applied", timeout=20)
+    s.wait_phase("web-2", "Applied", timeout=60)
     assert s.replicas("web") == 7
     del status
 

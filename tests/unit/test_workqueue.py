@@ -15,7 +15,7 @@ from scalegate.workqueue import WorkQueue
 KEY = ("shop", "web-1")
 
 
-async def eventually(condition, timeout: float = 1.0) -> None:
+async def eventually(condition, timeout: float = 5.0) -> None:
     """Wait until `condition()` holds, polling the loop; fail after `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -204,7 +204,7 @@ def test_delayed_add_does_not_run_before_its_time():
         worker = Recorder()
         queue = WorkQueue(worker, concurrency=1)
         queue.start()
-        queue.add(KEY, 0.1)
+        queue.add(KEY, 1.0)  # far beyond a stall of the loop on a loaded machine
         await settle(0.05)
         assert worker.count() == 0
         assert len(queue) == 0 and queue.scheduled == 1
@@ -269,7 +269,7 @@ def test_backoff_starts_over_after_a_success(mocker):
 def test_a_failing_key_does_not_stop_the_others(caplog):
     async def body():
         worker = Recorder(answers=[ValueError("bad")])
-        queue = WorkQueue(worker, concurrency=1, min_backoff=0.2)
+        queue = WorkQueue(worker, concurrency=1, min_backoff=2.0)
         queue.start()
         queue.add(("ns", "bad"))
         queue.add(("ns", "good"))
@@ -280,7 +280,7 @@ def test_a_failing_key_does_not_stop_the_others(caplog):
 
     with caplog.at_level("WARNING", logger="scalegate.workqueue"):
         run(body)
-    assert "retrying in 0.2s" in caplog.text and "ValueError: bad" in caplog.text
+    assert "retrying in 2.0s" in caplog.text and "ValueError: bad" in caplog.text
 
 
 # -- forget and stop --------------------------------------------------------------------
@@ -305,7 +305,8 @@ def test_forget_resets_the_backoff(mocker):
     async def body():
         boom = RuntimeError("boom")
         worker = Recorder(answers=[boom, boom, boom])
-        queue = WorkQueue(worker, concurrency=1, min_backoff=0.01, max_backoff=10)
+        # Backoffs long enough that the test sees the second retry scheduled before it runs.
+        queue = WorkQueue(worker, concurrency=1, min_backoff=0.2, max_backoff=10)
         add = mocker.spy(queue, "add")
         queue.start()
         queue.add(KEY)
@@ -316,7 +317,7 @@ def test_forget_resets_the_backoff(mocker):
         await eventually(lambda: worker.count() == 3)
         await settle()
         delays = [call.args[1] for call in add.call_args_list if len(call.args) > 1]
-        assert delays == [0.01, 0.02, 0.01]
+        assert delays == [0.2, 0.4, 0.2]
         await queue.stop()
 
     run(body)
