@@ -441,7 +441,9 @@ def probe(env: Env, policy_name: str, copy_name: str, ns: str) -> Callable[[], b
 
 @pytest.fixture(scope="module")
 def env(cluster: Cluster):
-    run = uuid.uuid4().hex[:5]
+    # A letter first: the run is a label value, and kubectl's YAML reads a bare '20e63' (which
+    # PyYAML leaves unquoted) as a number, failing the apply (CI, 30 Nov).
+    run = "r" + uuid.uuid4().hex[:5]
     users = Users(proposer=f"expr-{run}-proposer", approver=f"expr-{run}-approver",
                   other=f"expr-{run}-other", gitops=f"expr-{run}-gitops")
     # The manifests' own policies apply to every namespace: lift them for the module.
