@@ -151,9 +151,8 @@ def _prometheus(settings):
 def _forecast_once(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import yaml
-
     from .forecaster import Forecaster
+    from .model import manifest_yaml
 
     settings = _forecaster_settings(args)
     namespace, _, name = args.policy.rpartition("/")
@@ -168,7 +167,7 @@ def _forecast_once(args: argparse.Namespace) -> int:
     result = forecaster.run_policy(body)
     if args.output == "yaml" and result.proposal is not None:
         if output_dir is None:
-            print(yaml.safe_dump(result.proposal, sort_keys=False), end="")
+            print(manifest_yaml(result.proposal), end="")
         else:
             print(f"wrote {output_dir / namespace / (result.proposal['metadata']['name'] + '.yaml')}",
                   file=sys.stderr)

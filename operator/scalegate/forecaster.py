@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import yaml
 
 from . import metrics
 from .conditions import set_condition
@@ -71,6 +70,7 @@ from .model import (
     Policy,
     Proposal,
     format_time,
+    manifest_yaml,
     read_time,
 )
 from .shards import ShardKeeper
@@ -693,7 +693,7 @@ class Forecaster:
         directory = self.output_dir / meta["namespace"]
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{meta['name']}.yaml"
-        path.write_text(yaml.safe_dump(proposal, sort_keys=False))
+        path.write_text(manifest_yaml(proposal))
         return path
 
     # -- many policies -----------------------------------------------------------------

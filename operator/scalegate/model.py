@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, overload
 
+import yaml
+
 from .rules import Bounds, replicas_for
 
 GROUP = "scalegate.io"
@@ -715,3 +717,33 @@ class Proposal:
             next_step_at=_time_of(status.get("nextStepAt"), "status.nextStepAt"),
             receipts=parse_receipts(status.get("steps")),
         )
+
+
+# -- manifests ----------------------------------------------------------------------------
+class _ManifestDumper(yaml.SafeDumper):
+    """PyYAML quotes what YAML 1.1 reads as another type, but kubectl's reader also takes
+    '1e5', '20e63' or '0o17' for numbers, and such a name or label value would then fail the
+    apply ("cannot unmarshal number into ... of type string")."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "'" if _reads_as_number(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _reads_as_number(text: str) -> bool:
+    for parse in (float, lambda s: int(s, 0)):
+        try:
+            parse(text)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def manifest_yaml(document: Mapping[str, Any]) -> str:
+    """`document` as YAML that kubectl reads back as written (keys in their order)."""
+    return yaml.dump(document, Dumper=_ManifestDumper, sort_keys=False)

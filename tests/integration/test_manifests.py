@@ -3,9 +3,13 @@ and `kubectl apply -f crds/ && kubectl apply -k manifests/` installs everything.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from harness import CRDS, MANIFESTS, REPO, Cluster, pdb_versions, reapply_changes
+
+from scalegate.model import manifest_yaml
 
 OVERLAYS = sorted(p.parent for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 
@@ -63,3 +67,16 @@ def test_deployments_meet_the_restricted_pod_security_standard(cluster: Cluster)
         proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False)
         assert proc.returncode == 0, proc.stderr
         assert "violate" not in proc.stderr.lower(), proc.stderr
+
+
+def test_manifests_the_forecaster_writes_are_read_back_by_kubectl_as_written(cluster: Cluster):
+    """The forecaster's YAML mode (GitOps) and `scalegate forecast --output yaml`: a policy may
+    be named '1e5', and kubectl's reader takes such bare words for numbers (PyYAML does not
+    quote them), which fails the apply."""
+    words = {"a": "20e63", "b": "1e5", "c": "0o17", "d": "1_0", "e": "0x1F", "f": ".5", "g": "web", "h": "true"}
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "words", "labels": words}, "data": words}
+    proc = cluster.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", input=manifest_yaml(body),
+                           check=False)
+    assert proc.returncode == 0, proc.stderr
+    read = json.loads(proc.stdout)
+    assert read["metadata"]["labels"] == words and read["data"] == words

@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 
 import pytest
+import yaml
 
 from scalegate.model import (
     APPROVAL_REF,
@@ -25,6 +26,7 @@ from scalegate.model import (
     Proposal,
     TargetRef,
     format_time,
+    manifest_yaml,
     parse_time,
 )
 
@@ -412,3 +414,12 @@ def test_an_apply_intent_in_status_is_not_read():
     proposal = Proposal.parse(body)
     assert not hasattr(proposal, "intent") and proposal.phase == Phase.APPROVED
 
+
+
+def test_manifest_yaml_quotes_what_any_yaml_reader_could_take_for_a_number():
+    words = ["20e63", "1e5", "0o17", "1_0", "0x1F", ".5", "-3", "web", "web-1e5", "2026-11-30T07:00:00Z"]
+    text = manifest_yaml({"metadata": {"labels": {str(i): w for i, w in enumerate(words)}}})
+    for word in ["20e63", "1e5", "0o17", "1_0", "0x1F", ".5", "-3"]:
+        assert f"'{word}'" in text, text
+    assert "web-1e5" in text and "'web-1e5'" not in text  # words stay plain
+    assert yaml.safe_load(text)["metadata"]["labels"] == {str(i): w for i, w in enumerate(words)}
